@@ -1,0 +1,35 @@
+"""gpualign: detection-based registration of astronomical images, on GPU or CPU."""
+
+from ._backend import Backend, get_backend
+from ._catalog import Catalog
+from ._errors import (
+    BackendUnavailable,
+    GpuAlignError,
+    InputError,
+    NoOverlap,
+    NoQuadMatch,
+    TooFewStars,
+)
+from ._pipeline import AlignResult, Solution, align, apply_transform, find_transform
+from ._transform import Transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlignResult",
+    "Backend",
+    "BackendUnavailable",
+    "Catalog",
+    "GpuAlignError",
+    "InputError",
+    "NoOverlap",
+    "NoQuadMatch",
+    "Solution",
+    "TooFewStars",
+    "Transform",
+    "align",
+    "apply_transform",
+    "find_transform",
+    "get_backend",
+    "__version__",
+]

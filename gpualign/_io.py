@@ -1,0 +1,134 @@
+"""Reading images and writing results: FITS in, native float32 + header out, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ._errors import InputError
+
+__all__ = ["load_image", "write_fits_atomic", "ImageInput"]
+
+ImageInput = Any  # ndarray, masked array, NDData, str/Path of a FITS file
+
+
+def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
+    if ext is not None:
+        try:
+            key: int | str = int(ext) if str(ext).lstrip("-").isdigit() else str(ext)
+            hdu = hdul[key]
+        except (KeyError, IndexError):
+            names = ", ".join(f"{i}:{h.name}" for i, h in enumerate(hdul))
+            raise InputError(f"{path} has no extension {ext!r} (it has {names})") from None
+        if hdu.data is None or getattr(hdu.data, "ndim", 0) != 2:
+            raise InputError(f"extension {ext!r} of {path} is not a 2-D image")
+        return hdu
+    for hdu in hdul:
+        if hdu.is_image and hdu.data is not None and hdu.data.ndim == 2:
+            return hdu
+    raise InputError(
+        f"{path} has no 2-D image HDU", hint="name one with --source-ext/--template-ext"
+    )
+
+
+def load_image(
+    obj: ImageInput, ext: int | str | None = None, *, name: str = "image"
+) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None]:
+    """Read a 2-D image from a FITS path, an array, a masked array or NDData.
+
+    Integer, big-endian and float64 data are accepted; the pixels come back as a
+    native-endian float array (float32, or float64 if given float64 in memory), and
+    the input is never modified.
+
+    Parameters
+    ----------
+    obj : ndarray, numpy.ma.MaskedArray, NDData or path
+        The image.
+    ext : int or str, optional
+        FITS extension number or name (default: the first 2-D image HDU).
+    name : str
+        What to call the image in error messages.
+
+    Returns
+    -------
+    data : ndarray
+    header : astropy.io.fits.Header or None
+    mask : ndarray of bool or None
+        Masked pixels (masked arrays and NDData with a mask).
+    """
+    header = None
+    mask = None
+    if isinstance(obj, (str, os.PathLike)):
+        path = str(obj)
+        if not Path(path).is_file():
+            raise InputError(f"{name} file not found: {path}")
+        try:
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                hdu = _pick_hdu(hdul, ext, path)
+                header = hdu.header.copy()
+                data = np.array(hdu.data, dtype=np.float32)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot read {path} as FITS ({exc})".splitlines()[0]) from None
+    elif hasattr(obj, "data") and hasattr(obj, "unit") and not isinstance(obj, np.ndarray):
+        data = np.asarray(obj.data)
+        if getattr(obj, "mask", None) is not None:
+            mask = np.asarray(obj.mask, dtype=bool)
+        wcs = getattr(obj, "wcs", None)
+        if wcs is not None:
+            header = wcs.to_header(relax=True)
+    else:
+        if isinstance(obj, np.ma.MaskedArray):
+            mask = np.ma.getmaskarray(obj)
+            data = np.asarray(obj.data)
+        else:
+            data = np.asarray(obj)
+    if data.ndim != 2:
+        raise InputError(f"{name} must be 2-D, got shape {data.shape}")
+    if data.dtype.kind not in "fiub":
+        raise InputError(f"{name} has unsupported dtype {data.dtype}")
+    if min(data.shape) < 8:
+        raise InputError(f"{name} is too small ({data.shape[1]}x{data.shape[0]} pixels)")
+    out_dtype = np.float64 if data.dtype == np.float64 else np.float32
+    data = np.array(data, dtype=np.dtype(out_dtype).newbyteorder("="), copy=True)
+    return data, header, mask
+
+
+def write_fits_atomic(
+    path: str | Path, hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU],
+    *, overwrite: bool = False,
+) -> None:
+    """Write an HDU list so that ``path`` is either the complete new file or untouched.
+
+    The file is written to a temporary name in the same directory and renamed over
+    ``path`` only once complete.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination.
+    hdus : list of HDU
+        The first must be a PrimaryHDU.
+    overwrite : bool
+        Replace an existing file (otherwise raise InputError).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"output {path} exists", hint="use --overwrite to replace it")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"output directory does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,268 @@
+"""Matching: quad-hash candidates, their verification, and star cross-matching."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ._catalog import Catalog
+from ._errors import NoQuadMatch, TooFewStars
+from ._quads import build_quads
+
+log = logging.getLogger("gpualign")
+
+__all__ = ["cross_match", "similarity_matrix", "affine_matrix", "apply_matrix", "quad_match"]
+
+_MIRROR = np.diag([-1.0, 1.0])
+
+
+def apply_matrix(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to ``(N, 2)`` points."""
+    return xy @ matrix[:, :2].T + matrix[:, 2]
+
+
+def similarity_matrix(frm: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, one scale, shift) mapping ``frm`` onto ``to``.
+
+    Solved in complex numbers, ``z_to = a * z_frm + b``; returns a 2x3 matrix.
+    """
+    zf = frm[:, 0] + 1j * frm[:, 1]
+    zt = to[:, 0] + 1j * to[:, 1]
+    mf, mt = zf.mean(), zt.mean()
+    df = zf - mf
+    a = np.vdot(df, zt - mt) / max(np.vdot(df, df).real, 1e-300)
+    b = mt - a * mf
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+
+
+def affine_matrix(frm: np.ndarray, to: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted least-squares 6-parameter affine matrix mapping ``frm`` onto ``to``."""
+    design = np.column_stack([frm, np.ones(len(frm))])
+    w = np.ones(len(frm)) if weights is None else weights
+    sw = np.sqrt(w)[:, None]
+    sol, *_ = np.linalg.lstsq(design * sw, to * sw, rcond=None)
+    return sol.T
+
+
+def cross_match(
+    predicted: np.ndarray, targets: np.ndarray, tol: float, tree: cKDTree | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one nearest-neighbour matches within ``tol``.
+
+    Parameters
+    ----------
+    predicted : ndarray, shape (N, 2)
+        Positions of the first list, mapped into the frame of ``targets``.
+    targets : ndarray, shape (M, 2)
+        Positions of the second list.
+    tol : float
+        Maximum distance.
+    tree : cKDTree, optional
+        A tree built on ``targets`` (saves rebuilding it).
+
+    Returns
+    -------
+    i, j : ndarray of int
+        Matched indices into ``predicted`` and ``targets``; each target is used once
+        (by its nearest predicted point) and each predicted point once.
+    dist : ndarray
+        Distances of the matches.
+    """
+    if len(predicted) == 0 or len(targets) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
+    tree = cKDTree(targets) if tree is None else tree
+    d, j = tree.query(predicted, k=1, distance_upper_bound=tol)
+    ok = np.isfinite(d)
+    i = np.flatnonzero(ok)
+    j, d = j[ok], d[ok]
+    # Keep, for each target, only its closest predicted point.
+    order = np.lexsort((d, j))
+    i, j, d = i[order], j[order], d[order]
+    first = np.ones(len(j), bool)
+    first[1:] = j[1:] != j[:-1]
+    return i[first], j[first], d[first]
+
+
+@dataclass
+class QuadSolution:
+    """The initial mapping found from quads.
+
+    Attributes
+    ----------
+    matrix : ndarray (2, 3)
+        Affine template -> source matrix.
+    n_match : int
+        Stars cross-matched with it.
+    n_expected_chance : float
+        Matches expected by chance at that tolerance.
+    mirrored : bool
+        Whether the source is a mirror image of the template.
+    n_candidates : int
+        Quad candidates verified.
+    """
+
+    matrix: np.ndarray
+    n_match: int
+    n_expected_chance: float
+    mirrored: bool
+    n_candidates: int
+
+
+def _hash_candidates(
+    src_hash: np.ndarray, tmpl_tree: cKDTree, max_dist: float, k: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(src_hash) == 0 or tmpl_tree.n == 0:
+        e = np.zeros(0, np.int64)
+        return np.zeros(0), e, e
+    k = min(k, tmpl_tree.n)
+    d, j = tmpl_tree.query(src_hash, k=k, distance_upper_bound=max_dist)
+    d, j = d.reshape(len(src_hash), k), j.reshape(len(src_hash), k)
+    ok = np.isfinite(d)
+    rows = np.nonzero(ok)[0]
+    return d[ok], rows, j[ok]
+
+
+def _score(
+    matrix: np.ndarray, tmpl_xy: np.ndarray, src_xy: np.ndarray, src_tree: cKDTree,
+    src_shape: tuple[int, int] | None, tol: float,
+) -> tuple[int, float, np.ndarray]:
+    """Matches of a candidate (after one affine refinement) and the chance expectation."""
+    pred = apply_matrix(matrix, tmpl_xy)
+    i, j, _ = cross_match(pred, src_xy, tol, src_tree)
+    if len(i) >= 6:
+        refined = affine_matrix(tmpl_xy[i], src_xy[j])
+        pred = apply_matrix(refined, tmpl_xy)
+        i2, j2, _ = cross_match(pred, src_xy, tol, src_tree)
+        if len(i2) > len(i):
+            matrix, i = refined, i2
+    if src_shape is not None:
+        ny, nx = src_shape
+        inside = ((pred[:, 0] > -0.5) & (pred[:, 0] < nx - 0.5)
+                  & (pred[:, 1] > -0.5) & (pred[:, 1] < ny - 0.5))
+        area = float(nx * ny)
+    else:
+        lo, hi = src_xy.min(axis=0), src_xy.max(axis=0)
+        inside = np.all((pred >= lo) & (pred <= hi), axis=1)
+        area = float(max(np.prod(hi - lo), 1.0))
+    expected = inside.sum() * len(src_xy) / area * np.pi * tol**2
+    return len(i), float(expected), matrix
+
+
+def quad_match(
+    src: Catalog,
+    tmpl: Catalog,
+    *,
+    n_quad_det: int = 20,
+    min_quad_sep: float = 50.0,
+    max_quad_hash_dist: float = 0.01,
+    max_quad_cand: int = 50,
+    patience_quad_cand: int = 5,
+    sub_tile: int = 2,
+    max_match_dist: float = 5.0,
+    min_n_match: int = 8,
+    allow_mirror: bool = True,
+    n_verify: int = 1000,
+) -> QuadSolution:
+    """Find the initial template -> source mapping from matching quad hashes.
+
+    Candidates (pairs of quads whose hashes lie within ``max_quad_hash_dist``) are
+    verified in order of hash distance: the candidate's similarity maps the
+    template stars onto the source, which are cross-matched within
+    ``max_match_dist``; the best candidate wins. The search stops after
+    ``max_quad_cand`` candidates, or ``patience_quad_cand`` candidates without
+    improvement once a significant solution is found. A solution is significant
+    when it matches at least ``min_n_match`` stars and far more than expected by
+    chance for the density of stars (crowded fields). Both parities are tried
+    unless ``allow_mirror`` is False.
+
+    Parameters
+    ----------
+    src, tmpl : Catalog
+        Filtered catalogues, brightest first.
+    n_quad_det, min_quad_sep, sub_tile : see :func:`gpualign._quads.build_quads`.
+    max_quad_hash_dist : float
+        Maximum Euclidean distance between matching hash codes.
+    max_quad_cand, patience_quad_cand : int
+        Search limits (see above).
+    max_match_dist : float
+        Cross-match tolerance in source pixels.
+    min_n_match : int
+        Fewest matched stars accepted.
+    allow_mirror : bool
+        Also try a mirror-image source.
+    n_verify : int
+        Brightest stars of each list used to verify candidates.
+
+    Returns
+    -------
+    QuadSolution
+
+    Raises
+    ------
+    TooFewStars
+        Fewer than 4 usable stars in one of the lists.
+    NoQuadMatch
+        No candidate reached ``min_n_match`` significant matches.
+    """
+    for name, cat in (("source", src), ("template", tmpl)):
+        if len(cat) < 4:
+            raise TooFewStars(
+                f"only {len(cat)} usable stars in the {name} (4 are needed for a quad)",
+                hint="lower sep_thresh or min_fwhm, or check the image",
+            )
+    src_xy, tmpl_xy = src.xy, tmpl.xy
+    kw = dict(n_quad_det=n_quad_det, min_quad_sep=min_quad_sep, sub_tile=sub_tile)
+    t_hash, t_quads = build_quads(tmpl_xy, tmpl.shape, **kw)
+    if len(t_hash) == 0:
+        raise NoQuadMatch(
+            "no quads could be built from the template stars",
+            hint=f"stars may be closer together than min_quad_sep={min_quad_sep}",
+        )
+    t_tree = cKDTree(t_hash)
+    candidates = []  # (hash distance, mirrored, source quad, template quad)
+    parities = (False, True) if allow_mirror else (False,)
+    src_quads_by_parity = {}
+    for mirrored in parities:
+        xy = src_xy @ _MIRROR if mirrored else src_xy
+        s_hash, s_quads = build_quads(xy, src.shape, **kw)
+        src_quads_by_parity[mirrored] = s_quads
+        d, si, ti = _hash_candidates(s_hash, t_tree, max_quad_hash_dist)
+        candidates += [(dd, mirrored, a, b) for dd, a, b in zip(d, si, ti, strict=True)]
+    candidates.sort(key=lambda c: c[0])
+    v_src, v_tmpl = src_xy[:n_verify], tmpl_xy[:n_verify]
+    src_tree = cKDTree(v_src)
+    best: QuadSolution | None = None
+    since_best = 0
+    for n_tried, (_, mirrored, si, ti) in enumerate(candidates[:max_quad_cand], start=1):
+        sq = src_quads_by_parity[mirrored][si]
+        tq = t_quads[ti]
+        if mirrored:
+            m = _MIRROR @ similarity_matrix(tmpl_xy[tq], src_xy[sq] @ _MIRROR)
+        else:
+            m = similarity_matrix(tmpl_xy[tq], src_xy[sq])
+        n, expected, m = _score(m, v_tmpl, v_src, src_tree, src.shape, max_match_dist)
+        significant = n >= min_n_match and n >= 3.0 * expected + 5.0 * np.sqrt(expected) + 4
+        if significant and (best is None or n > best.n_match):
+            best = QuadSolution(m, n, expected, mirrored, n_tried)
+            since_best = 0
+        elif best is not None:
+            since_best += 1
+            if since_best >= patience_quad_cand:
+                break
+    if best is None:
+        raise NoQuadMatch(
+            f"no quad match: {len(candidates)} candidate quad pairs, none matched "
+            f"{min_n_match} stars",
+            hint="the images may not overlap; try a larger max_quad_hash_dist, "
+            "max_quad_cand or n_quad_det, or a lower min_n_match",
+        )
+    best.n_candidates = min(len(candidates), max_quad_cand)
+    log.debug(
+        "quad match: %d stars (%.1f by chance), mirrored=%s, %d candidates",
+        best.n_match, best.n_expected_chance, best.mirrored, len(candidates),
+    )
+    return best
