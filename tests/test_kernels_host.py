@@ -457,21 +457,8 @@ def test_jacobian_matches_finite_differences(lib, degree):
 
 
 def test_transform_matches_gpualign_transform(lib):
-    mod = pytest.importorskip(
-        "gpualign._transform", reason="gpualign._transform (lead) not available yet"
-    )
-    Transform = mod.Transform
     rng = np.random.default_rng(77)
-    t = random_transform(rng, 4, (300, 400), clip=0.9)
-    obj = None
-    for make in (lambda: Transform(**t), lambda: Transform.from_dict(t)):
-        try:
-            obj = make()
-            break
-        except (TypeError, KeyError, ValueError):
-            continue
-    if obj is None:
-        pytest.skip("cannot build a gpualign Transform from matrix/coeffs/norm/clip")
+    obj = _lead_transform(random_transform(rng, 4, (300, 400), clip=0.9))
     x = rng.uniform(-200, 600, 3000)
     y = rng.uniform(-150, 450, 3000)
     sx, sy = _eval_shim(lib, "ga_transform", _kernels.pack_transform(obj), x, y)
@@ -731,3 +718,44 @@ def test_loader_does_not_import_cupy():
     )
     res = sp.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------- lead's modules
+
+
+def _lead_transform(t: dict):
+    mod = pytest.importorskip("gpualign._transform", reason="gpualign._transform not available")
+    return mod.Transform(
+        matrix=np.asarray(t["matrix"]),
+        coeffs=np.asarray(t["coeffs"]),
+        norm=tuple(t["norm"]),
+        clip=tuple(t["clip"]),
+    )
+
+
+@pytest.mark.parametrize("degree", [0, 3, 6])
+def test_surface_eval_matches_evaluate_grid(fake_cp, degree):
+    rng = np.random.default_rng(200 + degree)
+    tr = _lead_transform(random_transform(rng, degree, (70, 90), clip=0.8))
+    ex, ey = tr.evaluate_grid(np, 5, 83, 3, 66)
+    sx, sy = _kernels.surface_eval(fake_cp, tr, 5, 83, 3, 66)
+    np.testing.assert_allclose(sx, ex, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(sy, ey, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_fused_warp_matches_gpualign_warp(fake_cp, order):
+    warp_mod = pytest.importorskip("gpualign._warp", reason="gpualign._warp not available")
+    from gpualign._backend import numpy_backend
+
+    rng = np.random.default_rng(300 + order)
+    src = rng.gamma(2.0, 40.0, size=(45, 52)).astype(np.float32)
+    out_shape = (48, 50)
+    tr = _lead_transform(random_transform(rng, 4, out_shape, clip=1.0))
+    backend = numpy_backend()
+    ref = warp_mod.warp(src, tr, out_shape, backend=backend, order=order, cval=np.nan, threads=1)
+    pre = warp_mod.prefilter(backend, src, order)
+    out, foot = _kernels.fused_warp(fake_cp, pre, tr, out_shape, 0, out_shape[0], order, np.nan)
+    np.testing.assert_array_equal(foot, ref.footprint)
+    assert ref.footprint.any() and not ref.footprint.all()
+    np.testing.assert_allclose(out, ref.data, rtol=1e-5, atol=1e-5, equal_nan=True)
