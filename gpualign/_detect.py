@@ -111,10 +111,10 @@ def filter_catalog(
     """Keep the detections that are usable as tie-points.
 
     Removes, in order: flagged detections (``flag & bad_flag_bits``); objects
-    narrower than ``min_fwhm`` or than half the median FWHM of the image's
-    detections (hot pixels, cosmic rays: static artefacts must not capture the
-    match); objects closer than ``min_sep`` pixels to another detection (crowding);
-    then keeps the ``n_det`` brightest.
+    narrower than ``min_fwhm`` or than half the FWHM of the image's stellar
+    locus, the lower quartile of the bright detections' FWHM (hot pixels, cosmic
+    rays: static artefacts must not capture the match); objects closer than
+    ``min_sep`` pixels to another detection (crowding); then keeps the ``n_det`` brightest.
 
     Parameters
     ----------
@@ -141,8 +141,11 @@ def filter_catalog(
     fwhm = cat.fwhm
     known = np.isfinite(fwhm)
     if known.any():
+        # The stellar locus is the compact end of the FWHM distribution (galaxies are
+        # wider); hot pixels and cosmic rays are much narrower than it.
         bright = known & keep
-        ref = np.median(fwhm[bright][: max(20, bright.sum() // 2)]) if bright.any() else np.nan
+        sample = fwhm[bright][: max(20, bright.sum() // 2)]
+        ref = np.percentile(sample, 25) if sample.size else np.nan
         floor = max(min_fwhm, 0.5 * ref) if np.isfinite(ref) else min_fwhm
         keep &= ~known | (fwhm >= floor)
     if edge_buffer > 0 and cat.shape is not None:

@@ -91,24 +91,19 @@ def robust_fit(
     return t, keep
 
 
-def _cv_score(
-    tmpl_xy: np.ndarray, src_xy: np.ndarray, sigma: np.ndarray, degree: int,
+def _held_out_sq_errors(
+    tmpl_xy: np.ndarray, src_xy: np.ndarray, w: np.ndarray, degree: int,
     norm: tuple[float, float, float, float], folds: np.ndarray, k: int,
-) -> tuple[float, float]:
-    """Weighted held-out mean squared error and its standard error over folds."""
-    w = 1.0 / sigma**2
-    per_fold = []
+) -> np.ndarray:
+    """Squared held-out residual of every pair (k-fold), NaN where it could not be fitted."""
+    out = np.full(len(tmpl_xy), np.nan)
     for f in range(k):
         test = folds == f
-        if test.sum() == 0 or (~test).sum() < n_terms(degree) + 2:
+        if not test.any() or (~test).sum() < n_terms(degree) + 2:
             continue
         t = fit_polynomial(tmpl_xy[~test], src_xy[~test], w[~test], degree, norm, 0.0)
-        r2 = ((t.map_points(tmpl_xy[test]) - src_xy[test]) ** 2).sum(axis=1)
-        per_fold.append(np.sum(w[test] * r2) / np.sum(w[test]))
-    if not per_fold:
-        return np.inf, np.inf
-    arr = np.array(per_fold)
-    return float(arr.mean()), float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else 0.0
+        out[test] = ((t.map_points(tmpl_xy[test]) - src_xy[test]) ** 2).sum(axis=1)
+    return out
 
 
 def choose_degree(
@@ -123,10 +118,12 @@ def choose_degree(
 ) -> tuple[int, dict[int, float]]:
     """Pick the polynomial degree by k-fold cross-validation on held-out pairs.
 
-    The simplest degree whose held-out error is within one standard error of the
-    best is chosen (the one-standard-error rule), so an undistorted field keeps
-    the affine model and a distorted one gets the degree its distortion needs.
-    A degree is only tried with at least 5 pairs per coefficient.
+    Every pair's held-out residual is computed for each degree (same folds), and
+    degrees are compared pair by pair: the simplest degree whose excess held-out
+    error over the best degree is not significant (within one standard error of the
+    paired differences) is chosen. An undistorted field thus keeps the affine
+    model, and a distorted one gets the degree its distortion needs even with few
+    stars. A degree is only tried with at least 5 pairs per coefficient.
 
     Returns
     -------
@@ -135,20 +132,40 @@ def choose_degree(
         Held-out weighted RMS (source px) per degree tried.
     """
     n = len(tmpl_xy)
-    rng = np.random.default_rng(seed)
-    folds = rng.permutation(n) % k
-    stats = {}
+    w = 1.0 / sigma**2
+    folds = np.random.default_rng(seed).permutation(n) % k
+    errs: dict[int, np.ndarray] = {}
+    mean: dict[int, float] = {}
     for d in range(1, max_degree + 1):
         if n < MIN_PAIRS_PER_TERM * n_terms(d):
             break
-        stats[d] = _cv_score(tmpl_xy, src_xy, sigma, d, norm, folds, k)
-        # Stop climbing once two degrees in a row made things worse.
-        if d >= 3 and stats[d][0] > stats[d - 1][0] and stats[d - 1][0] > stats[d - 2][0]:
+        e = _held_out_sq_errors(tmpl_xy, src_xy, w, d, norm, folds, k)
+        if not np.isfinite(e).all():
             break
-    if not stats:
+        errs[d] = e
+        mean[d] = float(np.sum(w * e) / np.sum(w))
+        # Stop climbing once two degrees in a row made things worse.
+        if d >= 3 and mean[d] > mean[d - 1] > mean[d - 2]:
+            break
+    if not errs:
         return 1, {}
-    best = min(stats, key=lambda d: stats[d][0])
-    limit = stats[best][0] + stats[best][1]
-    chosen = min(d for d in stats if stats[d][0] <= limit)
-    scores = {d: float(np.sqrt(m)) for d, (m, _) in stats.items()}
-    return chosen, scores
+    # Wrong matches are outliers whatever the degree; stars that only a higher degree
+    # fits (corners of a distorted field) are not, and must keep their vote.
+    z = np.array([w * errs[d] for d in errs])  # (degrees, pairs)
+    zmin = z.min(axis=0)
+    good = zmin <= 25.0 * max(np.median(zmin), 1e-300)
+    if good.sum() >= 8:
+        for d in errs:
+            errs[d] = errs[d][good]
+            mean[d] = float(np.sum(w[good] * errs[d]) / np.sum(w[good]))
+        w, n = w[good], int(good.sum())
+    best = min(mean, key=mean.__getitem__)
+    chosen = best
+    for d in sorted(errs):
+        if d >= best:
+            break
+        diff = w * (errs[d] - errs[best]) / np.mean(w)
+        if diff.mean() <= diff.std(ddof=1) / np.sqrt(n):
+            chosen = d
+            break
+    return chosen, {d: float(np.sqrt(v)) for d, v in mean.items()}

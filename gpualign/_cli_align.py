@@ -1,0 +1,155 @@
+"""The work behind ``gpualign align``: read, register, write (one or many sources)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from . import __version__
+from ._backend import get_backend
+from ._catalog import Catalog, read_sextractor
+from ._detect import detect
+from ._errors import GpuAlignError, InputError
+from ._io import load_image, write_fits_atomic
+from ._pipeline import AlignResult, Solution, solve
+from ._warp import warp
+
+log = logging.getLogger("gpualign")
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE",
+               "XTENSION", "PCOUNT", "GCOUNT", "BLANK", "CHECKSUM", "DATASUM"}
+
+
+def output_header(base: fits.Header | None, solution: Solution, source: str, backend: str,
+                  interp_order: int) -> fits.Header:
+    """Template header (its WCS describes the aligned data) plus provenance keywords."""
+    hdr = fits.Header()
+    if base is not None:
+        for card in base.cards:
+            if card.keyword not in _STRUCTURAL and card.keyword:
+                hdr.append(card, end=True)
+    s = solution.stats
+    hdr["GA_VERS"] = (__version__, "gpualign version")
+    hdr["GA_SRC"] = (Path(source).name[:60], "source image aligned onto this grid")
+    hdr["GA_NMAT"] = (int(s.get("n_match", 0)), "matched stars in the final fit")
+    hdr["GA_RMS"] = (float(np.nan_to_num(s.get("rms", np.nan), nan=-1.0)),
+                     "fit residual RMS (template px)")
+    hdr["GA_DEG"] = (int(solution.degree), "distortion polynomial degree (1 = affine)")
+    hdr["GA_MIRR"] = (bool(solution.mirrored), "source was a mirror image")
+    hdr["GA_BACK"] = (backend, "array backend of the warp")
+    hdr["GA_ORDER"] = (int(interp_order), "spline interpolation order")
+    hdr.add_history(f"gpualign {__version__}: aligned {Path(source).name} onto this grid")
+    return hdr
+
+
+def result_hdus(result: AlignResult, header: fits.Header) -> list[Any]:
+    """Primary HDU with the data, plus FOOTPRINT (and MASK) image extensions."""
+    hdus: list[Any] = [fits.PrimaryHDU(result.data, header=header)]
+    hdus.append(fits.ImageHDU(result.footprint.astype(np.uint8), name="FOOTPRINT"))
+    if result.mask is not None:
+        m = result.mask.astype(np.uint8) if result.mask.dtype == bool else result.mask
+        hdus.append(fits.ImageHDU(m, name="MASK"))
+    return hdus
+
+
+def log_stats(name: str, solution: Solution) -> None:
+    """Fit statistics at -v (spalipy's log_transform_stats)."""
+    s = solution.stats
+    log.info(
+        "%s: %d matches, degree %d%s, residuals (template px) x mean %.4f median %.4f "
+        "std %.4f, y mean %.4f median %.4f std %.4f, rms %.4f",
+        name, s["n_match"], solution.degree, ", mirrored" if solution.mirrored else "",
+        s["x_mean"], s["x_median"], s["x_std"], s["y_mean"], s["y_median"], s["y_std"], s["rms"],
+    )
+    if solution.cv_scores:
+        log.info("held-out RMS by degree: %s",
+                 ", ".join(f"{d}: {v:.4f}" for d, v in solution.cv_scores.items()))
+    log.info("timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in solution.timings.items()))
+
+
+def _template_catalog(template: Path | None, template_cat: Path | None, ext: str | None,
+                      flux_col: str | None, sep_thresh: float,
+                      output_shape: tuple[int, int] | None):
+    header = None
+    shape = tuple(output_shape) if output_shape else None
+    data = None
+    if template is not None:
+        data, header, mask = load_image(template, ext, name="template")
+        shape = shape or data.shape
+    if template_cat is not None:
+        cat = read_sextractor(template_cat, flux_col=flux_col, shape=data.shape if data is not None
+                              else shape)
+    elif data is not None:
+        cat = detect(data, sep_thresh=sep_thresh, mask=mask)
+    else:
+        raise InputError("no template given", hint="use -t TEMPLATE.fits or --template-cat")
+    if shape is None:
+        raise InputError("the template is a catalogue only, so the output grid is unknown",
+                         hint="give --output-shape NY NX")
+    if cat.shape is None:
+        cat = Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, shape)
+    return cat, header, shape
+
+
+def align_one(source: Path, tmpl_cat: Catalog, header: fits.Header | None,
+              shape: tuple[int, int], out_path: Path, *, source_cat: Path | None,
+              source_ext: str | None, interp_order: int, cval: float, backend: Any,
+              threads: int | None, overwrite: bool, options: dict[str, Any]) -> Solution:
+    """Register one source against a prepared template catalogue and write the result."""
+    if out_path.exists() and not overwrite:
+        raise InputError(f"output {out_path} exists", hint="use --overwrite to replace it")
+    t0 = time.perf_counter()
+    data, _, mask = load_image(source, source_ext, name="source")
+    opts = dict(options)
+    flux_col = opts.pop("flux_col", None)
+    sep_thresh = opts.pop("sep_thresh", 5.0)
+    if source_cat is not None:
+        cat = read_sextractor(source_cat, flux_col=flux_col, shape=data.shape)
+    else:
+        cat = detect(data, sep_thresh=sep_thresh, mask=mask)
+    timings = {"read+detect": time.perf_counter() - t0}
+    solution = solve(cat, tmpl_cat, timings=timings, **opts)
+    t1 = time.perf_counter()
+    res = warp(data, solution.transform, shape, backend=backend, order=interp_order,
+               cval=cval, mask=mask, threads=threads)
+    solution.timings["warp"] = time.perf_counter() - t1
+    result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
+    t2 = time.perf_counter()
+    hdr = output_header(header, solution, str(source), backend.name, interp_order)
+    write_fits_atomic(out_path, result_hdus(result, hdr), overwrite=overwrite)
+    solution.timings["write"] = time.perf_counter() - t2
+    log_stats(Path(source).name, solution)
+    return solution
+
+
+def run_align(sources: list[Path], template: Path | None, output: Path, *,
+              source_cat: Path | None, template_cat: Path | None, source_ext: str | None,
+              template_ext: str | None, output_shape: tuple[int, int] | None,
+              interp_order: int, cval: float, backend: str, threads: int | None,
+              overwrite: bool, options: dict[str, Any]) -> None:
+    """Align each source onto the template; several sources go into a directory."""
+    be = get_backend(backend)
+    tmpl_cat, header, shape = _template_catalog(
+        template, template_cat, template_ext, options.get("flux_col"),
+        options.get("sep_thresh", 5.0), output_shape)
+    if len(sources) > 1 and source_cat is not None:
+        raise InputError("--source-cat applies to a single source")
+    if len(sources) == 1:
+        align_one(sources[0], tmpl_cat, header, shape, output, source_cat=source_cat,
+                  source_ext=source_ext, interp_order=interp_order, cval=cval, backend=be,
+                  threads=threads, overwrite=overwrite, options=options)
+        return
+    from ._batch import run_batch
+
+    run_batch(sources, output, lambda src, out: align_one(
+        src, tmpl_cat, header, shape, out, source_cat=None, source_ext=source_ext,
+        interp_order=interp_order, cval=cval, backend=be, threads=threads,
+        overwrite=overwrite, options=options))
+
+
+__all__ = ["run_align", "align_one", "output_header", "result_hdus", "GpuAlignError"]
