@@ -1,0 +1,62 @@
+"""The wheel ships the CUDA sources, and the installed loader finds them there."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL_FILES = ["gpualign/kernels/warp_fused.cu", "gpualign/kernels/gpualign_warp.cuh"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("build") is None:
+        pytest.skip("the 'build' package is not installed (pip install build)")
+    out = tmp_path_factory.mktemp("wheel")
+    cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out)]
+    if importlib.util.find_spec("hatchling") is not None:
+        cmd.append("--no-isolation")  # fast, offline; else build fetches hatchling
+    res = subprocess.run(cmd + [str(REPO)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"wheel build failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    wheels = sorted(out.glob("gpualign-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_wheel_contains_kernels(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in KERNEL_FILES:
+        assert name in names, f"{name} missing from {wheel.name}"
+    assert "gpualign/_backend/_kernels.py" in names
+    for src in (REPO / "kernels").glob("*.cu*"):
+        assert f"gpualign/kernels/{src.name}" in names, f"{src.name} not shipped"
+
+
+def test_installed_loader_reads_packaged_kernels(wheel, tmp_path):
+    # Unpack the wheel (what pip would install) and import it from there, not from the repo.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = (
+        "import gpualign._backend._kernels as k, pathlib, sys; "
+        "d = k.kernel_source_dir(); "
+        f"assert d == pathlib.Path({str(site)!r}, 'gpualign', 'kernels').resolve(), d; "
+        "assert 'GPUALIGN_WARP_CUH' in k.kernel_source(); "
+        "assert 'cupy' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
