@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Whole benchmark: peers venv, fields, gpualign, peers, comparison table.
+# Usage: bash benchmarks/run_all.sh [DATA_DIR]
+#   DATA_DIR    generated FITS + scratch (default: bench-out/ in the repo, git-ignored)
+# Environment:
+#   PYTHON      interpreter with gpualign installed (default: python3)
+#   PEERS_VENV  peers' venv (default: .venv-peers in the repo; created if missing)
+#   FIELDS      space-separated subset of field names (default: all; see fields.py --list)
+#   SKIP_PEERS=1  reuse benchmarks/results/peers.jsonl instead of re-running the peers
+#   SKIP_GPUALIGN=1  reuse benchmarks/results/gpualign.jsonl
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data="${1:-$repo/bench-out}"
+python="${PYTHON:-python3}"
+peers="${PEERS_VENV:-$repo/.venv-peers}"
+results="$repo/benchmarks/results"
+only=()
+if [ -n "${FIELDS:-}" ]; then only=(--only $FIELDS); fi
+mkdir -p "$data" "$results"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"  # benchmark this checkout
+
+echo "== fields -> $data/fields"
+"$python" "$repo/benchmarks/fields.py" "$data/fields" "${only[@]}"
+
+if [ "${SKIP_GPUALIGN:-0}" != 1 ]; then
+    echo "== gpualign"
+    "$python" "$repo/benchmarks/run_gpualign.py" --fields "$data/fields" \
+        --out "$results/gpualign.jsonl" "${only[@]}"
+fi
+
+if [ "${SKIP_PEERS:-0}" != 1 ]; then
+    if [ ! -x "$peers/bin/python" ]; then
+        echo "== peers venv -> $peers"
+        bash "$repo/benchmarks/setup_peers.sh" "$peers"
+    fi
+    echo "== peers (spalipy, astroalign)"
+    "$peers/bin/python" "$repo/benchmarks/run_peers.py" --fields "$data/fields" \
+        --out "$results/peers.jsonl" "${only[@]}"
+fi
+
+echo "== comparison"
+"$python" "$repo/benchmarks/compare.py" "$results/gpualign.jsonl" "$results/peers.jsonl" \
+    --out "$results/comparison.md"
