@@ -334,6 +334,7 @@ def test_sample_large_index_uses_64bit(lib, tmp_path):
         )
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     del big
+    path.unlink()
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (5, 1), (12, 17)], ids=str)
