@@ -13,7 +13,7 @@ from astropy.io import fits
 from . import __version__
 from ._backend import get_backend
 from ._catalog import Catalog, read_sextractor
-from ._detect import detect
+from ._detect import detect, detect_many
 from ._errors import GpuAlignError, InputError
 from ._io import load_image, write_fits_atomic
 from ._pipeline import AlignResult, Solution, solve
@@ -72,35 +72,41 @@ def log_stats(name: str, solution: Solution) -> None:
     log.info("timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in solution.timings.items()))
 
 
-def _template_catalog(template: Path | None, template_cat: Path | None, ext: str | None,
-                      flux_col: str | None, sep_thresh: float,
-                      output_shape: tuple[int, int] | None):
-    header = None
+def _read_template(template: Path | None, template_cat: Path | None, ext: str | None,
+                   flux_col: str | None, output_shape: tuple[int, int] | None):
+    """Template pixels (if any), header, mask, output shape and given catalogue (if any)."""
+    header = data = mask = cat = None
     shape = tuple(output_shape) if output_shape else None
-    data = None
     if template is not None:
         data, header, mask = load_image(template, ext, name="template")
         shape = shape or data.shape
     if template_cat is not None:
-        cat = read_sextractor(template_cat, flux_col=flux_col, shape=data.shape if data is not None
-                              else shape)
-    elif data is not None:
-        cat = detect(data, sep_thresh=sep_thresh, mask=mask)
-    else:
+        cat = read_sextractor(template_cat, flux_col=flux_col,
+                              shape=data.shape if data is not None else shape)
+    elif data is None:
         raise InputError("no template given", hint="use -t TEMPLATE.fits or --template-cat")
     if shape is None:
         raise InputError("the template is a catalogue only, so the output grid is unknown",
                          hint="give --output-shape NY NX")
-    if cat.shape is None:
-        cat = Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, shape)
-    return cat, header, shape
+    return data, header, mask, shape, cat
 
 
-def align_one(source: Path, tmpl_cat: Catalog, header: fits.Header | None,
+def _with_shape(cat: Catalog, shape: tuple[int, int]) -> Catalog:
+    if cat.shape is not None:
+        return cat
+    return Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, tuple(shape))
+
+
+def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None,
               shape: tuple[int, int], out_path: Path, *, source_cat: Path | None,
               source_ext: str | None, interp_order: int, cval: float, backend: Any,
-              threads: int | None, overwrite: bool, options: dict[str, Any]) -> Solution:
-    """Register one source against a prepared template catalogue and write the result."""
+              threads: int | None, overwrite: bool, options: dict[str, Any],
+              template_pixels: tuple[np.ndarray, np.ndarray | None] | None = None) -> Solution:
+    """Register one source and write the result.
+
+    The template is given as a catalogue, or (``template_pixels``) as pixels to be
+    detected together with the source, in parallel.
+    """
     if out_path.exists() and not overwrite:
         raise InputError(f"output {out_path} exists", hint="use --overwrite to replace it")
     t0 = time.perf_counter()
@@ -108,15 +114,24 @@ def align_one(source: Path, tmpl_cat: Catalog, header: fits.Header | None,
     opts = dict(options)
     flux_col = opts.pop("flux_col", None)
     sep_thresh = opts.pop("sep_thresh", 5.0)
+    todo = []
+    if tmpl_cat is None:
+        todo.append(template_pixels)
     if source_cat is not None:
         cat = read_sextractor(source_cat, flux_col=flux_col, shape=data.shape)
     else:
-        cat = detect(data, sep_thresh=sep_thresh, mask=mask)
+        todo.append((data, mask))
+    found = detect_many(todo, sep_thresh=sep_thresh) if todo else []
+    if tmpl_cat is None:
+        tmpl_cat = found.pop(0)
+    if source_cat is None:
+        cat = found.pop(0)
     timings = {"read+detect": time.perf_counter() - t0}
-    solution = solve(cat, tmpl_cat, timings=timings, **opts)
+    solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, **opts)
     t1 = time.perf_counter()
     res = warp(data, solution.transform, shape, backend=backend, order=interp_order,
                cval=cval, mask=mask, threads=threads)
+    del data
     solution.timings["warp"] = time.perf_counter() - t1
     result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
     t2 = time.perf_counter()
@@ -134,22 +149,23 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               overwrite: bool, options: dict[str, Any]) -> None:
     """Align each source onto the template; several sources go into a directory."""
     be = get_backend(backend)
-    tmpl_cat, header, shape = _template_catalog(
-        template, template_cat, template_ext, options.get("flux_col"),
-        options.get("sep_thresh", 5.0), output_shape)
+    tdata, header, tmask, shape, tmpl_cat = _read_template(
+        template, template_cat, template_ext, options.get("flux_col"), output_shape)
     if len(sources) > 1 and source_cat is not None:
         raise InputError("--source-cat applies to a single source")
+    common = dict(source_ext=source_ext, interp_order=interp_order, cval=cval, backend=be,
+                  threads=threads, overwrite=overwrite, options=options)
     if len(sources) == 1:
         align_one(sources[0], tmpl_cat, header, shape, output, source_cat=source_cat,
-                  source_ext=source_ext, interp_order=interp_order, cval=cval, backend=be,
-                  threads=threads, overwrite=overwrite, options=options)
+                  template_pixels=(tdata, tmask), **common)
         return
+    if tmpl_cat is None:  # detected once for the whole batch
+        tmpl_cat = detect(tdata, sep_thresh=options.get("sep_thresh", 5.0), mask=tmask)
+    del tdata
     from ._batch import run_batch
 
     run_batch(sources, output, lambda src, out: align_one(
-        src, tmpl_cat, header, shape, out, source_cat=None, source_ext=source_ext,
-        interp_order=interp_order, cval=cval, backend=be, threads=threads,
-        overwrite=overwrite, options=options))
+        src, tmpl_cat, header, shape, out, source_cat=None, **common))
 
 
 __all__ = ["run_align", "align_one", "output_header", "result_hdus", "GpuAlignError"]

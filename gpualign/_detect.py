@@ -161,3 +161,65 @@ def filter_catalog(
         n = int(round(n_det * len(out))) if 0 < n_det < 1 else int(n_det)
         out = out.brightest(max(n, 0))
     return out
+
+
+_FORKED_IMAGES: list[tuple[np.ndarray, np.ndarray | None]] = []
+PARALLEL_MIN_PIXELS = 2_000_000
+
+
+def _detect_forked(index: int, sep_thresh: float) -> Catalog:
+    image, mask = _FORKED_IMAGES[index]
+    return detect(image, sep_thresh=sep_thresh, mask=mask)
+
+
+def detect_many(
+    images: list[tuple[np.ndarray, np.ndarray | None]], *, sep_thresh: float = 5.0
+) -> list[Catalog]:
+    """Detect several images, in parallel processes when they are large.
+
+    sep holds the GIL, so threads do not help; on a machine with several cores the
+    large images are detected in forked worker processes (which inherit the pixels
+    without copying them through a pipe) while this process detects the last one.
+
+    Parameters
+    ----------
+    images : list of (image, mask)
+        The images and their optional bad-pixel masks.
+    sep_thresh : float
+        Detection threshold.
+
+    Returns
+    -------
+    list of Catalog
+    """
+    import multiprocessing as mp
+    import os
+    import threading
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    big = [i for i, (im, _) in enumerate(images[:-1]) if im.size >= PARALLEL_MIN_PIXELS]
+    # Forking is safe only while this process runs no other Python thread (no lock
+    # can be held by a thread that does not exist in the child); the child only runs
+    # sep and NumPy element-wise code.
+    if (cores < 2 or not big or threading.active_count() > 1
+            or "fork" not in mp.get_all_start_methods()):
+        return [detect(im, sep_thresh=sep_thresh, mask=m) for im, m in images]
+    _FORKED_IMAGES[:] = images
+    try:
+        with ProcessPoolExecutor(min(len(big), cores - 1), mp_context=mp.get_context("fork")) as ex:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns about fork() in a process with native threads
+                # (BLAS pools); the child uses none of them.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                futures = {i: ex.submit(_detect_forked, i, sep_thresh) for i in big}
+            out = {}
+            for i, (im, m) in enumerate(images):
+                if i not in futures:
+                    out[i] = detect(im, sep_thresh=sep_thresh, mask=m)
+            for i, fut in futures.items():
+                out[i] = fut.result()
+    finally:
+        _FORKED_IMAGES.clear()
+    return [out[i] for i in range(len(images))]

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 
 from ._transform import Transform, fit_polynomial, n_terms
 
@@ -91,18 +92,44 @@ def robust_fit(
     return t, keep
 
 
-def _held_out_sq_errors(
-    tmpl_xy: np.ndarray, src_xy: np.ndarray, w: np.ndarray, degree: int,
+def _held_out_sq_errors_all(
+    tmpl_xy: np.ndarray, src_xy: np.ndarray, w: np.ndarray, degrees: list[int],
     norm: tuple[float, float, float, float], folds: np.ndarray, k: int,
-) -> np.ndarray:
-    """Squared held-out residual of every pair (k-fold), NaN where it could not be fitted."""
-    out = np.full(len(tmpl_xy), np.nan)
-    for f in range(k):
-        test = folds == f
-        if not test.any() or (~test).sum() < n_terms(degree) + 2:
-            continue
-        t = fit_polynomial(tmpl_xy[~test], src_xy[~test], w[~test], degree, norm, 0.0)
-        out[test] = ((t.map_points(tmpl_xy[test]) - src_xy[test]) ** 2).sum(axis=1)
+) -> dict[int, np.ndarray]:
+    """Squared k-fold held-out residual of every pair, for every degree at once.
+
+    The design of degree ``d`` is the first ``n_terms(d)`` columns of the design of the
+    highest degree, and a fold's training normal matrix is the full one minus the
+    fold's own: one pass over the pairs serves all degrees and folds.
+    """
+    from ._transform import _design
+
+    cx, cy, hx, hy = norm
+    top = max(degrees)
+    design = _design((tmpl_xy[:, 0] - cx) / hx, (tmpl_xy[:, 1] - cy) / hy, top)
+    a = design * np.sqrt(w)[:, None]
+    b = src_xy * np.sqrt(w)[:, None]
+    scale = np.sqrt((a**2).sum(axis=0))
+    scale[scale == 0] = 1.0
+    a /= scale
+    normal, rhs = a.T @ a, a.T @ b
+    parts = [(folds == f, a[folds == f], b[folds == f]) for f in range(k)]
+    fold_normal = [(m, af.T @ af, af.T @ bf) for m, af, bf in parts]
+    out = {}
+    for d in degrees:
+        m = n_terms(d)
+        e = np.full(len(tmpl_xy), np.nan)
+        for mask, nf, rf in fold_normal:
+            if not mask.any() or (~mask).sum() < m + 2:
+                continue
+            try:
+                c = scipy.linalg.solve(normal[:m, :m] - nf[:m, :m], rhs[:m] - rf[:m],
+                                       assume_a="pos", check_finite=False)
+            except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+                continue
+            pred = (a[mask, :m] @ c) / np.sqrt(w[mask])[:, None]
+            e[mask] = ((pred - src_xy[mask]) ** 2).sum(axis=1)
+        out[d] = e
     return out
 
 
@@ -134,19 +161,15 @@ def choose_degree(
     n = len(tmpl_xy)
     w = 1.0 / sigma**2
     folds = np.random.default_rng(seed).permutation(n) % k
+    degrees = [d for d in range(1, max_degree + 1) if n >= MIN_PAIRS_PER_TERM * n_terms(d)]
     errs: dict[int, np.ndarray] = {}
     mean: dict[int, float] = {}
-    for d in range(1, max_degree + 1):
-        if n < MIN_PAIRS_PER_TERM * n_terms(d):
-            break
-        e = _held_out_sq_errors(tmpl_xy, src_xy, w, d, norm, folds, k)
-        if not np.isfinite(e).all():
-            break
-        errs[d] = e
-        mean[d] = float(np.sum(w * e) / np.sum(w))
-        # Stop climbing once two degrees in a row made things worse.
-        if d >= 3 and mean[d] > mean[d - 1] > mean[d - 2]:
-            break
+    if degrees:
+        for d, e in _held_out_sq_errors_all(tmpl_xy, src_xy, w, degrees, norm, folds, k).items():
+            if not np.isfinite(e).all():
+                break
+            errs[d] = e
+            mean[d] = float(np.sum(w * e) / np.sum(w))
     if not errs:
         return 1, {}
     # Wrong matches are outliers whatever the degree; stars that only a higher degree

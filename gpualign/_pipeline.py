@@ -11,7 +11,7 @@ import numpy as np
 
 from ._backend import Backend, get_backend
 from ._catalog import Catalog, as_catalog
-from ._detect import detect, filter_catalog
+from ._detect import detect, detect_many, filter_catalog
 from ._errors import InputError, NoOverlap, TooFewStars
 from ._fit import choose_degree, robust_fit
 from ._io import load_image
@@ -455,18 +455,26 @@ def align(
     """
     be = get_backend(backend)
     t0 = time.perf_counter()
-    src_cat, src_data, _, own_mask = _catalog_for(
-        source, find_kwargs.pop("source_det", None), find_kwargs.pop("source_ext", None),
-        "source", find_kwargs.get("sep_thresh", 5.0), find_kwargs.get("flux_col"),
-    )
-    if src_data is None:
-        raise InputError("align needs the source image", hint="use find_transform for catalogues")
-    tmpl_cat, tmpl_data, _, _ = _catalog_for(
-        template, find_kwargs.pop("template_det", None), find_kwargs.pop("template_ext", None),
-        "template", find_kwargs.get("sep_thresh", 5.0), find_kwargs.get("flux_col"),
-    )
-    find_kwargs.pop("sep_thresh", None)
-    find_kwargs.pop("flux_col", None)
+    sep_thresh = find_kwargs.pop("sep_thresh", 5.0)
+    flux_col = find_kwargs.pop("flux_col", None)
+    src_data, _, own_mask = load_image(source, find_kwargs.pop("source_ext", None), name="source")
+    tmpl_data = tmpl_mask = None
+    if template is not None:
+        tmpl_data, _, tmpl_mask = load_image(
+            template, find_kwargs.pop("template_ext", None), name="template"
+        )
+    src_det = find_kwargs.pop("source_det", None)
+    tmpl_det = find_kwargs.pop("template_det", None)
+    if tmpl_det is None and tmpl_data is None:
+        raise InputError("no template given", hint="pass a template image or template_det")
+    todo = [] if tmpl_det is not None else [(tmpl_data, tmpl_mask)]
+    todo += [] if src_det is not None else [(src_data, own_mask)]
+    found = detect_many(todo, sep_thresh=sep_thresh)
+    tmpl_cat = as_catalog(tmpl_det, flux_col=flux_col) if tmpl_det is not None else found.pop(0)
+    src_cat = as_catalog(src_det, flux_col=flux_col) if src_det is not None else found.pop(0)
+    if src_cat.shape is None:
+        src_cat = Catalog(src_cat.x, src_cat.y, src_cat.flux, src_cat.fwhm, src_cat.flag,
+                          src_cat.sigma, src_data.shape)
     timings = {"detect": time.perf_counter() - t0}
     if output_shape is None:
         if tmpl_data is None:
