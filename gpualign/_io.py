@@ -36,6 +36,26 @@ def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
     )
 
 
+def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Header]:
+    """Pixels (float32, or float64 if stored so) and header of one image HDU."""
+    last: Exception | None = None
+    # Memory-mapping keeps big mosaics out of RAM until read; scaled integer data
+    # (BZERO/BSCALE) cannot be memory-mapped, so those are read whole.
+    for memmap in (True, False):
+        try:
+            with fits.open(path, memmap=memmap, lazy_load_hdus=True) as hdul:
+                hdu = _pick_hdu(hdul, ext, path)
+                header = hdu.header.copy()
+                raw = hdu.data
+                dtype = np.float64 if raw.dtype.kind == "f" and raw.itemsize == 8 else np.float32
+                return np.array(raw, dtype=dtype), header
+        except InputError:
+            raise
+        except Exception as exc:
+            last = exc
+    raise InputError(f"cannot read {path} as FITS ({last})".splitlines()[0]) from None
+
+
 def load_image(
     obj: ImageInput, ext: int | str | None = None, *, name: str = "image"
 ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None]:
@@ -67,15 +87,7 @@ def load_image(
         path = str(obj)
         if not Path(path).is_file():
             raise InputError(f"{name} file not found: {path}")
-        try:
-            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                hdu = _pick_hdu(hdul, ext, path)
-                header = hdu.header.copy()
-                data = np.array(hdu.data, dtype=np.float32)
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(f"cannot read {path} as FITS ({exc})".splitlines()[0]) from None
+        data, header = _read_fits(path, ext)
     elif hasattr(obj, "data") and hasattr(obj, "unit") and not isinstance(obj, np.ndarray):
         data = np.asarray(obj.data)
         if getattr(obj, "mask", None) is not None:

@@ -126,6 +126,20 @@ def _hash_candidates(
     return d[ok], rows, j[ok]
 
 
+def _verify_tolerance(src_xy: np.ndarray, src_shape: tuple[int, int] | None, tol: float) -> float:
+    """Tolerance for verifying candidates in a field of this star density.
+
+    At most ``tol``, and tight enough that a random star has about a 2% chance of a
+    false match (crowded fields), but never under 1 px.
+    """
+    if src_shape is not None:
+        area = float(src_shape[0] * src_shape[1])
+    else:
+        area = float(max(np.prod(np.ptp(src_xy, axis=0)), 1.0))
+    density = len(src_xy) / area
+    return float(min(tol, max(1.0, np.sqrt(0.02 / (np.pi * max(density, 1e-12))))))
+
+
 def _score(
     matrix: np.ndarray, tmpl_xy: np.ndarray, src_xy: np.ndarray, src_tree: cKDTree,
     src_shape: tuple[int, int] | None, tol: float,
@@ -135,10 +149,10 @@ def _score(
     i, j, _ = cross_match(pred, src_xy, tol, src_tree)
     if len(i) >= 6:
         refined = affine_matrix(tmpl_xy[i], src_xy[j])
-        pred = apply_matrix(refined, tmpl_xy)
-        i2, j2, _ = cross_match(pred, src_xy, tol, src_tree)
+        pred2 = apply_matrix(refined, tmpl_xy)
+        i2, j2, _ = cross_match(pred2, src_xy, tol, src_tree)
         if len(i2) > len(i):
-            matrix, i = refined, i2
+            matrix, i, pred = refined, i2, pred2
     if src_shape is not None:
         ny, nx = src_shape
         inside = ((pred[:, 0] > -0.5) & (pred[:, 0] < nx - 0.5)
@@ -163,9 +177,10 @@ def quad_match(
     patience_quad_cand: int = 5,
     sub_tile: int = 2,
     max_match_dist: float = 5.0,
-    min_n_match: int = 8,
+    min_n_match: int = 6,
     allow_mirror: bool = True,
     n_verify: int = 1000,
+    verify: tuple[Catalog, Catalog] | None = None,
 ) -> QuadSolution:
     """Find the initial template -> source mapping from matching quad hashes.
 
@@ -196,6 +211,9 @@ def quad_match(
         Also try a mirror-image source.
     n_verify : int
         Brightest stars of each list used to verify candidates.
+    verify : tuple of Catalog, optional
+        (source, template) catalogues to verify candidates against, when the quads
+        come from a subset (e.g. stars away from the edges); default ``src, tmpl``.
 
     Returns
     -------
@@ -233,8 +251,10 @@ def quad_match(
         d, si, ti = _hash_candidates(s_hash, t_tree, max_quad_hash_dist)
         candidates += [(dd, mirrored, a, b) for dd, a, b in zip(d, si, ti, strict=True)]
     candidates.sort(key=lambda c: c[0])
-    v_src, v_tmpl = src_xy[:n_verify], tmpl_xy[:n_verify]
+    v_src_cat, v_tmpl_cat = verify if verify is not None else (src, tmpl)
+    v_src, v_tmpl = v_src_cat.xy[:n_verify], v_tmpl_cat.xy[:n_verify]
     src_tree = cKDTree(v_src)
+    v_tol = _verify_tolerance(v_src, v_src_cat.shape, max_match_dist)
     best: QuadSolution | None = None
     since_best = 0
     for n_tried, (_, mirrored, si, ti) in enumerate(candidates[:max_quad_cand], start=1):
@@ -244,8 +264,9 @@ def quad_match(
             m = _MIRROR @ similarity_matrix(tmpl_xy[tq], src_xy[sq] @ _MIRROR)
         else:
             m = similarity_matrix(tmpl_xy[tq], src_xy[sq])
-        n, expected, m = _score(m, v_tmpl, v_src, src_tree, src.shape, max_match_dist)
-        significant = n >= min_n_match and n >= 3.0 * expected + 5.0 * np.sqrt(expected) + 4
+        n, expected, m = _score(m, v_tmpl, v_src, src_tree, v_src_cat.shape, v_tol)
+        # Far in the Poisson tail of the chance matches expected at this density.
+        significant = n >= min_n_match and n >= expected + 6.0 * np.sqrt(expected) + 3
         if significant and (best is None or n > best.n_match):
             best = QuadSolution(m, n, expected, mirrored, n_tried)
             since_best = 0

@@ -137,9 +137,9 @@ def _norm_for(tmpl: Catalog) -> tuple[float, float, float, float]:
 
 
 def _refine(
-    src: Catalog, tmpl: Catalog, initial: np.ndarray, *, max_match_dist: float,
-    spline_order: int | None, min_n_match: int, max_iter: int = 8,
-) -> tuple[Transform, np.ndarray, np.ndarray, np.ndarray, int, dict[int, float]]:
+    src: Catalog, tmpl: Catalog, initial: np.ndarray | Transform, *, max_match_dist: float,
+    spline_order: int | None, min_n_match: int, max_iter: int = 8, tol: float | None = None,
+) -> tuple[Transform, np.ndarray, np.ndarray, np.ndarray, int, dict[int, float], float]:
     """Alternate cross-matching and fitting until the matched set is stable.
 
     Each pass matches every usable star with the current model (affine first, then
@@ -147,10 +147,10 @@ def _refine(
     corners of a distorted field) join once the surfaces are fitted.
     """
     norm = _norm_for(tmpl)
-    t = Transform.from_matrix(initial)
+    t = initial if isinstance(initial, Transform) else Transform.from_matrix(initial)
     src_xy, tmpl_xy = src.xy, tmpl.xy
-    scale = np.sqrt(abs(np.linalg.det(initial[:, :2])))
-    tol = max_match_dist
+    scale = np.sqrt(abs(np.linalg.det(t.matrix[:, :2])))
+    tol = max_match_dist if tol is None else tol
     prev: tuple[int, ...] | None = None
     degree, scores = 1, {}
     inl_t = inl_s = np.zeros((0, 2))
@@ -182,7 +182,7 @@ def _refine(
         prev = key
         # Tighten towards the fit's own scatter, never beyond the user's tolerance.
         tol = min(max_match_dist, max(1.0, 8.0 * float(np.sqrt(np.mean(resid**2)))))
-    return t, inl_t, inl_s, inl_sig, degree, scores
+    return t, inl_t, inl_s, inl_sig, degree, scores, tol
 
 
 def find_transform(
@@ -207,7 +207,7 @@ def find_transform(
     quad_edge_buffer: float = 10.0,
     sub_tile: int = 2,
     max_match_dist: float = 5.0,
-    min_n_match: int = 8,
+    min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
 ) -> Solution:
@@ -285,7 +285,7 @@ def solve(
     quad_edge_buffer: float = 10.0,
     sub_tile: int = 2,
     max_match_dist: float = 5.0,
-    min_n_match: int = 8,
+    min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
 ) -> Solution:
@@ -309,13 +309,22 @@ def solve(
         max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
         patience_quad_cand=patience_quad_cand, sub_tile=sub_tile,
         max_match_dist=max_match_dist, min_n_match=min_n_match, allow_mirror=allow_mirror,
+        verify=(src, tmpl),
     )
     timings["match"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    t, inl_t, inl_s, inl_sig, degree, scores = _refine(
-        src, tmpl, qs.matrix, max_match_dist=max_match_dist, spline_order=spline_order,
-        min_n_match=min_n_match,
-    )
+    rkw = dict(max_match_dist=max_match_dist, spline_order=spline_order, min_n_match=min_n_match)
+    t, inl_t, inl_s, inl_sig, degree, scores, tol = _refine(src, tmpl, qs.matrix, **rkw)
+    # Once the mapping is known to ~tol, stars with a neighbour beyond 2.5 tol cannot
+    # be confused: a last pass with that looser crowding filter adds the stars the
+    # matching stage had to leave out (crowded fields).
+    final_sep = 2.5 * tol
+    if min_sep > final_sep:
+        fkw["min_sep"] = final_sep
+        more = _refine(filter_catalog(src_cat, **fkw), filter_catalog(tmpl_cat, **fkw), t,
+                       tol=tol, **rkw)
+        if len(more[1]) > len(inl_t):
+            t, inl_t, inl_s, inl_sig, degree, scores, tol = more
     inv_norm = _norm_for(src)
     inverse, _ = robust_fit(inl_s, inl_t, inl_sig, degree, inv_norm, clip_sigma=np.inf)
     _check_overlap(t, src.shape, tmpl.shape)

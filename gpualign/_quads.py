@@ -65,10 +65,19 @@ def quad_hashes(xy: np.ndarray, quads: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return hashes, quads[rows[:, None], order]
 
 
+ALL_COMBINATIONS_MAX = 12  # C(12, 4) = 495 quads
+
+
 def _local_quads(xy: np.ndarray, members: np.ndarray, n_neigh: int) -> list[tuple[int, ...]]:
-    """Quads made of each star and three of its ``n_neigh`` nearest neighbours."""
+    """Quads made of each star and three of its ``n_neigh`` nearest neighbours.
+
+    A set of at most 12 stars gives all its quads instead: with few stars, the stars
+    seen in one image only make the neighbourhoods differ between the images.
+    """
     if members.size < 4:
         return []
+    if members.size <= ALL_COMBINATIONS_MAX:
+        return [tuple(sorted(c)) for c in combinations(members.tolist(), 4)]
     pts = xy[members]
     k = min(n_neigh + 1, members.size)
     _, nn = cKDTree(pts).query(pts, k=k)

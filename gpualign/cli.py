@@ -122,7 +122,7 @@ def align(
     ] = 10.0,
     sub_tile: Annotated[int, typer.Option(help="Sub-tile grid for quad stars.")] = 2,
     max_match_dist: Annotated[float, typer.Option(help="Cross-match tolerance (px).")] = 5.0,
-    min_n_match: Annotated[int, typer.Option(help="Fewest matched stars accepted.")] = 8,
+    min_n_match: Annotated[int, typer.Option(help="Fewest matched stars accepted.")] = 6,
     spline_order: Annotated[
         int | None,
         typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
