@@ -11,6 +11,7 @@ so tiled and untiled results are identical.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ import numpy as np
 
 from ._backend import Backend
 from ._transform import Transform
+
+log = logging.getLogger("gpualign")
 
 __all__ = ["WarpResult", "warp", "kernel_reach", "default_threads"]
 
@@ -99,6 +102,33 @@ def prefilter(backend: Backend, image: Any, order: int, threads: int = 1) -> Any
     return out
 
 
+_FUSED_STATUS: dict[int, bool] = {}
+
+
+def _use_fused(backend: Backend, method: str) -> bool:
+    """Whether to sample with the fused CUDA kernel (compiled once per array module)."""
+    if method not in ("auto", "ndimage", "fused"):
+        raise ValueError(f"method must be auto, ndimage or fused, got {method!r}")
+    if backend.name != "cupy" or method == "ndimage":
+        if method == "fused" and backend.name != "cupy":
+            raise ValueError("the fused kernel needs the cupy backend")
+        return False
+    key = id(backend.xp)
+    if key not in _FUSED_STATUS:
+        from ._backend import _kernels
+
+        try:
+            _kernels.get_module(backend.xp)
+            _FUSED_STATUS[key] = True
+        except Exception as exc:  # no NVRTC, or a stand-in without kernels
+            if method == "fused":
+                raise
+            log.info("fused kernel unavailable (%s); warping with cupyx.scipy.ndimage",
+                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            _FUSED_STATUS[key] = False
+    return _FUSED_STATUS[key]
+
+
 def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32) -> Any:
     """Replace invalid pixels by the mean of valid neighbours (growing windows).
 
@@ -135,6 +165,7 @@ def warp(
     dtype: Any = np.float32,
     tile_rows: int | None = None,
     threads: int | None = None,
+    method: str = "auto",
 ) -> WarpResult:
     """Resample ``image`` onto a grid of ``output_shape`` through ``transform``.
 
@@ -160,6 +191,11 @@ def warp(
         Output rows per tile (default: about a million pixels per tile).
     threads : int, optional
         CPU threads over tiles (NumPy backend only; default: the usable cores).
+    method : {"auto", "ndimage", "fused"}
+        On a GPU, ``"fused"`` samples with gpualign's own kernel (source position and
+        spline sample in one pass, no coordinate arrays) and ``"ndimage"`` with
+        ``cupyx.scipy.ndimage.map_coordinates``; ``"auto"`` uses the fused kernel
+        when it compiles. On the CPU, always ndimage.
 
     Returns
     -------
@@ -205,15 +241,30 @@ def warp(
     rows = tile_rows or max(8, TILE_PIXELS // max(nx, 1))
     fill = xp.asarray(cval, dtype=dtype)
 
-    def do_tile(y0: int) -> None:
-        y1 = min(y0 + rows, ny)
+    fused = _use_fused(backend, method)
+
+    def tile_coords(y0: int, y1: int) -> tuple[Any, Any]:
         sx, sy = transform.evaluate_grid(xp, 0, nx, y0, y1)
         inside = (sx >= -0.5) & (sx <= sw - 0.5) & (sy >= -0.5) & (sy <= sh - 0.5)
-        coords = xp.stack([sy, sx])
-        del sx, sy
-        vals = ndi.map_coordinates(
-            coeffs, coords, order=order, mode="mirror", prefilter=False, output=xp.float32
-        )
+        return xp.stack([sy, sx]), inside
+
+    def do_tile(y0: int) -> None:
+        y1 = min(y0 + rows, ny)
+        coords = None
+        if fused:
+            # One kernel computes each pixel's source position and samples it.
+            from ._backend import _kernels
+
+            vals, inside = _kernels.fused_warp(
+                xp, coeffs, transform, (ny, nx), y0, y1, order, float("nan")
+            )
+            if bad_grown is not None or planes:
+                coords, _ = tile_coords(y0, y1)
+        else:
+            coords, inside = tile_coords(y0, y1)
+            vals = ndi.map_coordinates(
+                coeffs, coords, order=order, mode="mirror", prefilter=False, output=xp.float32
+            )
         if bad_grown is not None:
             hit = ndi.map_coordinates(bad_grown, coords, order=0, mode="nearest")
             inside &= hit == 0
