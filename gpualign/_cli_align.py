@@ -101,10 +101,12 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
               shape: tuple[int, int], out_path: Path, *, source_cat: Path | None,
               source_ext: str | None, interp_order: int, cval: float, backend: Any,
               threads: int | None, overwrite: bool, options: dict[str, Any],
-              template_pixels: tuple[np.ndarray, np.ndarray | None] | None = None) -> Solution:
+              template_pixels: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+              ) -> Solution:
     """Register one source and write the result.
 
-    The template is given as a catalogue, or (``template_pixels``) as pixels to be
+    The template is given as a catalogue, or (``template_pixels``, a one-item list
+    emptied here so that the pixels are freed before the warp) as pixels to be
     detected together with the source, in parallel.
     """
     if out_path.exists() and not overwrite:
@@ -116,12 +118,13 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     sep_thresh = opts.pop("sep_thresh", 5.0)
     todo = []
     if tmpl_cat is None:
-        todo.append(template_pixels)
+        todo.append(template_pixels.pop())
     if source_cat is not None:
         cat = read_sextractor(source_cat, flux_col=flux_col, shape=data.shape)
     else:
         todo.append((data, mask))
     found = detect_many(todo, sep_thresh=sep_thresh) if todo else []
+    todo.clear()
     if tmpl_cat is None:
         tmpl_cat = found.pop(0)
     if source_cat is None:
@@ -156,8 +159,10 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
     common = dict(source_ext=source_ext, interp_order=interp_order, cval=cval, backend=be,
                   threads=threads, overwrite=overwrite, options=options)
     if len(sources) == 1:
+        box = [(tdata, tmask)]
+        del tdata, tmask
         align_one(sources[0], tmpl_cat, header, shape, output, source_cat=source_cat,
-                  template_pixels=(tdata, tmask), **common)
+                  template_pixels=box, **common)
         return
     if tmpl_cat is None:  # detected once for the whole batch
         tmpl_cat = detect(tdata, sep_thresh=options.get("sep_thresh", 5.0), mask=tmask)
