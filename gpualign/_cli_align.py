@@ -130,7 +130,8 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     if source_cat is None:
         cat = found.pop(0)
     timings = {"read+detect": time.perf_counter() - t0}
-    solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, **opts)
+    solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, backend=backend,
+                     **opts)
     t1 = time.perf_counter()
     res = warp(data, solution.transform, shape, backend=backend, order=interp_order,
                cval=cval, mask=mask, threads=threads)

@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from ._backend import Backend
 from ._catalog import Catalog
 from ._errors import NoQuadMatch, TooFewStars
+from ._neighbours import NeighbourIndex
 from ._quads import build_quads
 
 log = logging.getLogger("gpualign")
@@ -48,9 +49,14 @@ def affine_matrix(frm: np.ndarray, to: np.ndarray, weights: np.ndarray | None = 
 
 
 def cross_match(
-    predicted: np.ndarray, targets: np.ndarray, tol: float, tree: cKDTree | None = None
+    predicted: np.ndarray, targets: np.ndarray, tol: float,
+    index: NeighbourIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one nearest-neighbour matches within ``tol``.
+
+    Each predicted point asks for its two nearest targets. A target claimed by
+    several points goes to the closest; a point that lost its first choice takes
+    its second one if that is in range and unclaimed (crowded fields).
 
     Parameters
     ----------
@@ -60,27 +66,41 @@ def cross_match(
         Positions of the second list.
     tol : float
         Maximum distance.
-    tree : cKDTree, optional
-        A tree built on ``targets`` (saves rebuilding it).
+    index : NeighbourIndex, optional
+        An index built on ``targets`` (KD-tree on the CPU, distance matrices on a GPU).
 
     Returns
     -------
     i, j : ndarray of int
-        Matched indices into ``predicted`` and ``targets``; each target is used once
-        (by its nearest predicted point) and each predicted point once.
+        Matched indices into ``predicted`` and ``targets``, each used at most once.
     dist : ndarray
         Distances of the matches.
     """
     if len(predicted) == 0 or len(targets) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0)
-    tree = cKDTree(targets) if tree is None else tree
-    d, j = tree.query(predicted, k=1, distance_upper_bound=tol)
+    index = NeighbourIndex(targets) if index is None else index
+    d, j = index.query(predicted, k=2, max_dist=tol)
+    i, jj, dd = _resolve(d[:, 0], j[:, 0])
+    # Losers of a contested target try their second neighbour.
+    lost = np.setdiff1d(np.flatnonzero(np.isfinite(d[:, 0])), i)
+    if lost.size:
+        taken = np.zeros(len(targets) + 1, bool)
+        taken[jj] = True
+        second = lost[np.isfinite(d[lost, 1]) & ~taken[j[lost, 1]]]
+        i2, j2, d2 = _resolve(d[second, 1], j[second, 1], second)
+        i, jj, dd = np.concatenate([i, i2]), np.concatenate([jj, j2]), np.concatenate([dd, d2])
+    order = np.argsort(i, kind="stable")
+    return i[order], jj[order], dd[order]
+
+
+def _resolve(d: np.ndarray, j: np.ndarray, rows: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep, for each target, only its closest claimant (ties: lowest row)."""
+    rows = np.arange(len(d)) if rows is None else rows
     ok = np.isfinite(d)
-    i = np.flatnonzero(ok)
-    j, d = j[ok], d[ok]
-    # Keep, for each target, only its closest predicted point.
-    order = np.lexsort((d, j))
+    i, j, d = rows[ok], j[ok], d[ok]
+    order = np.lexsort((i, d, j))
     i, j, d = i[order], j[order], d[order]
     first = np.ones(len(j), bool)
     first[1:] = j[1:] != j[:-1]
@@ -113,14 +133,12 @@ class QuadSolution:
 
 
 def _hash_candidates(
-    src_hash: np.ndarray, tmpl_tree: cKDTree, max_dist: float, k: int = 3
+    src_hash: np.ndarray, tmpl_index: NeighbourIndex, max_dist: float, k: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if len(src_hash) == 0 or tmpl_tree.n == 0:
+    if len(src_hash) == 0 or tmpl_index.n == 0:
         e = np.zeros(0, np.int64)
         return np.zeros(0), e, e
-    k = min(k, tmpl_tree.n)
-    d, j = tmpl_tree.query(src_hash, k=k, distance_upper_bound=max_dist)
-    d, j = d.reshape(len(src_hash), k), j.reshape(len(src_hash), k)
+    d, j = tmpl_index.query(src_hash, k=min(k, tmpl_index.n), max_dist=max_dist)
     ok = np.isfinite(d)
     rows = np.nonzero(ok)[0]
     return d[ok], rows, j[ok]
@@ -141,7 +159,7 @@ def _verify_tolerance(src_xy: np.ndarray, src_shape: tuple[int, int] | None, tol
 
 
 def _score(
-    matrix: np.ndarray, tmpl_xy: np.ndarray, src_xy: np.ndarray, src_tree: cKDTree,
+    matrix: np.ndarray, tmpl_xy: np.ndarray, src_xy: np.ndarray, src_tree: NeighbourIndex,
     src_shape: tuple[int, int] | None, tol: float,
 ) -> tuple[int, float, np.ndarray]:
     """Matches of a candidate (after one affine refinement) and the chance expectation."""
@@ -181,6 +199,7 @@ def quad_match(
     allow_mirror: bool = True,
     n_verify: int = 1000,
     verify: tuple[Catalog, Catalog] | None = None,
+    backend: Backend | None = None,
 ) -> QuadSolution:
     """Find the initial template -> source mapping from matching quad hashes.
 
@@ -214,6 +233,8 @@ def quad_match(
     verify : tuple of Catalog, optional
         (source, template) catalogues to verify candidates against, when the quads
         come from a subset (e.g. stars away from the edges); default ``src, tmpl``.
+    backend : Backend, optional
+        Where neighbour queries run (KD-tree on the CPU, distance matrices on a GPU).
 
     Returns
     -------
@@ -240,7 +261,7 @@ def quad_match(
             "no quads could be built from the template stars",
             hint=f"stars may be closer together than min_quad_sep={min_quad_sep}",
         )
-    t_tree = cKDTree(t_hash)
+    t_tree = NeighbourIndex(t_hash, backend)
     candidates = []  # (hash distance, mirrored, source quad, template quad)
     parities = (False, True) if allow_mirror else (False,)
     src_quads_by_parity = {}
@@ -253,7 +274,7 @@ def quad_match(
     candidates.sort(key=lambda c: c[0])
     v_src_cat, v_tmpl_cat = verify if verify is not None else (src, tmpl)
     v_src, v_tmpl = v_src_cat.xy[:n_verify], v_tmpl_cat.xy[:n_verify]
-    src_tree = cKDTree(v_src)
+    src_tree = NeighbourIndex(v_src, backend)
     v_tol = _verify_tolerance(v_src, v_src_cat.shape, max_match_dist)
     best: QuadSolution | None = None
     since_best = 0

@@ -16,6 +16,7 @@ from ._errors import InputError, NoOverlap, TooFewStars
 from ._fit import choose_degree, robust_fit
 from ._io import load_image
 from ._match import cross_match, quad_match
+from ._neighbours import NeighbourIndex
 from ._transform import Transform
 from ._warp import warp
 
@@ -139,6 +140,7 @@ def _norm_for(tmpl: Catalog) -> tuple[float, float, float, float]:
 def _refine(
     src: Catalog, tmpl: Catalog, initial: np.ndarray | Transform, *, max_match_dist: float,
     spline_order: int | None, min_n_match: int, max_iter: int = 8, tol: float | None = None,
+    backend: Backend | None = None,
 ) -> tuple[Transform, np.ndarray, np.ndarray, np.ndarray, int, dict[int, float], float]:
     """Alternate cross-matching and fitting until the matched set is stable.
 
@@ -149,6 +151,7 @@ def _refine(
     norm = _norm_for(tmpl)
     t = initial if isinstance(initial, Transform) else Transform.from_matrix(initial)
     src_xy, tmpl_xy = src.xy, tmpl.xy
+    index = NeighbourIndex(src_xy, backend)
     scale = np.sqrt(abs(np.linalg.det(t.matrix[:, :2])))
     tol = max_match_dist if tol is None else tol
     prev: tuple[int, ...] | None = None
@@ -156,7 +159,7 @@ def _refine(
     inl_t = inl_s = np.zeros((0, 2))
     inl_sig = np.zeros(0)
     for it in range(max_iter):
-        i, j, _ = cross_match(t.map_points(tmpl_xy), src_xy, tol)
+        i, j, _ = cross_match(t.map_points(tmpl_xy), src_xy, tol, index)
         if len(i) < max(min_n_match, 4):
             if it == 0:
                 raise TooFewStars(
@@ -210,6 +213,7 @@ def find_transform(
     min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
+    backend: str | Backend = "auto",
 ) -> Solution:
     """Find the mapping between a source and a template from their stars.
 
@@ -246,6 +250,8 @@ def find_transform(
         it by cross-validation on held-out matches.
     allow_mirror : bool
         Try a mirror-image source too.
+    backend : {"auto", "numpy", "cupy"} or Backend
+        Where the neighbour queries of the matching run.
 
     Returns
     -------
@@ -264,7 +270,7 @@ def find_transform(
         max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
         patience_quad_cand=patience_quad_cand, quad_edge_buffer=quad_edge_buffer,
         sub_tile=sub_tile, max_match_dist=max_match_dist, min_n_match=min_n_match,
-        spline_order=spline_order, allow_mirror=allow_mirror,
+        spline_order=spline_order, allow_mirror=allow_mirror, backend=backend,
     )
 
 
@@ -288,8 +294,14 @@ def solve(
     min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
+    backend: str | Backend | None = None,
 ) -> Solution:
-    """Match and fit two catalogues (the part of :func:`find_transform` after detection)."""
+    """Match and fit two catalogues (the part of :func:`find_transform` after detection).
+
+    Neighbour queries run on ``backend`` (KD-tree on NumPy, chunked distance
+    matrices on a GPU); the small fits stay on the host.
+    """
+    be = None if backend is None else get_backend(backend)
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     min_sep = 2.0 * max_match_dist if min_sep is None else min_sep
@@ -309,11 +321,12 @@ def solve(
         max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
         patience_quad_cand=patience_quad_cand, sub_tile=sub_tile,
         max_match_dist=max_match_dist, min_n_match=min_n_match, allow_mirror=allow_mirror,
-        verify=(src, tmpl),
+        verify=(src, tmpl), backend=be,
     )
     timings["match"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    rkw = dict(max_match_dist=max_match_dist, spline_order=spline_order, min_n_match=min_n_match)
+    rkw = dict(max_match_dist=max_match_dist, spline_order=spline_order,
+               min_n_match=min_n_match, backend=be)
     t, inl_t, inl_s, inl_sig, degree, scores, tol = _refine(src, tmpl, qs.matrix, **rkw)
     # Once the mapping is known to ~tol, stars with a neighbour beyond 2.5 tol cannot
     # be confused: a last pass with that looser crowding filter adds the stars the
@@ -495,7 +508,7 @@ def align(
     if tmpl_cat.shape is None:
         tmpl_cat = Catalog(tmpl_cat.x, tmpl_cat.y, tmpl_cat.flux, tmpl_cat.fwhm, tmpl_cat.flag,
                            tmpl_cat.sigma, tuple(int(v) for v in output_shape))
-    solution = solve(src_cat, tmpl_cat, timings=timings, **find_kwargs)
+    solution = solve(src_cat, tmpl_cat, timings=timings, backend=be, **find_kwargs)
     mask = own_mask if source_mask is None else source_mask
     t2 = time.perf_counter()
     res = warp(
