@@ -7,6 +7,7 @@
 #   PEERS_VENV  peers' venv (default: .venv-peers in the repo; created if missing)
 #   FIELDS      space-separated subset of field names (default: all; see fields.py --list)
 #   SKIP_PEERS=1  reuse benchmarks/results/peers.jsonl instead of re-running the peers
+#                 (spalipy, astroalign and, when installed, SExtractor + SCAMP + SWarp)
 #   SKIP_GPUALIGN=1  reuse benchmarks/results/gpualign.jsonl
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +37,14 @@ if [ "${SKIP_PEERS:-0}" != 1 ]; then
     echo "== peers (spalipy, astroalign)"
     "$peers/bin/python" "$repo/benchmarks/run_peers.py" --fields "$data/fields" \
         --out "$results/peers.jsonl" "${only[@]}"
+    if command -v source-extractor >/dev/null && command -v scamp >/dev/null \
+            && { command -v SWarp >/dev/null || command -v swarp >/dev/null; }; then
+        echo "== SExtractor + SCAMP + SWarp"
+        "$peers/bin/python" "$repo/benchmarks/run_scamp.py" --fields "$data/fields" \
+            --out "$results/peers.jsonl" --append "${only[@]}"
+    else
+        echo "== (skipping SCAMP + SWarp: apt-get install source-extractor scamp swarp)"
+    fi
 fi
 
 echo "== comparison"

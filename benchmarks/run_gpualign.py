@@ -48,6 +48,21 @@ def _cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "gpualign"]
 
 
+def _git_describe() -> str:
+    """Commit of the checkout being measured (with -dirty for local changes)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def _run_cli(tool: str, field: Path, out: Path, backend: str, timeout: float) -> dict:
     cmd = _cli() + [
         "align",
@@ -127,7 +142,10 @@ def worker(tool: str, field: Path, out: Path, backend: str) -> dict:
         return {**rec, "status": "failed", "message": f"{type(exc).__name__}: {exc}"}
     rec["api_peak_rss_mb"] = _metrics.peak_rss_mb_self()
     rec["version"] = getattr(gpualign, "__version__", "?")
-    rec["backend"] = str(getattr(getattr(result, "backend", None), "name", backend))
+    rec["backend"] = str(getattr(result, "backend", backend))
+    stats = getattr(result, "stats", None) or {}
+    rec["n_match"] = stats.get("n_match")
+    rec["degree"] = getattr(result.transform, "degree", None)
     errors = _metrics.landing_errors(
         result.transform, truth["stars_template"], truth["stars_source"]
     )
@@ -210,7 +228,12 @@ def main(argv=None) -> int:
         ap.error(f"no fields under {args.fields} (run benchmarks/fields.py first)")
     workdir = args.workdir or args.fields.parent / "out"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": _metrics.now(), "machine": _metrics.machine(), "python": sys.version.split()[0]}
+    meta = {
+        "git": _git_describe(),
+        "date": _metrics.now(),
+        "machine": _metrics.machine(),
+        "python": sys.version.split()[0],
+    }
     with open(args.out, "a" if args.append else "w") as fh:
         for field in fields:
             for tool in args.tools:
