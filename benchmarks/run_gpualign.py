@@ -10,6 +10,9 @@ For each field and variant:
   ``core_s``), then scores ``result.transform`` (template -> source) directly
   with benchmarks/_metrics.py: the landing error of the evaluation stars in
   template pixels, the same quantity the ramp method measures for the peers.
+  As a guard, the ramp method is also applied through gpualign's own warp
+  (``apply_transform``, order 1): ``ramp_rms_px`` and
+  ``ramp_vs_transform_max_px`` (should be ~1e-4 px or less).
 
 Variants: ``gpualign`` (defaults) and ``gpualign-affine`` (CLI ``--simple``,
 API ``spline_order=0``).
@@ -150,6 +153,26 @@ def worker(tool: str, field: Path, out: Path, backend: str) -> dict:
         result.transform, truth["stars_template"], truth["stars_source"]
     )
     rec.update(_metrics.error_stats(errors), status="ok", message="")
+    # cross-check: the peers' ramp method through gpualign's own warp must agree
+    try:
+        ramps = []
+        for ramp in _metrics.source_ramps(source.shape):
+            res = gpualign.apply_transform(
+                result.transform,
+                ramp,
+                template.shape,
+                interp_order=1,
+                backend=backend,
+                dtype=np.float64,
+            )
+            ramps.append(res.data)
+        ramp_err = _metrics.landing_errors(
+            _metrics.RampMap(*ramps), truth["stars_template"], truth["stars_source"]
+        )
+        rec["ramp_rms_px"] = _metrics.error_stats(ramp_err)["rms_px"]
+        rec["ramp_vs_transform_max_px"] = float(np.nanmax(np.abs(ramp_err - errors)))
+    except Exception as exc:
+        rec["ramp_check"] = f"{type(exc).__name__}: {exc}"
     return rec
 
 
