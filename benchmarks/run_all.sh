@@ -9,12 +9,14 @@
 #   SKIP_PEERS=1  reuse benchmarks/results/peers.jsonl instead of re-running the peers
 #                 (spalipy, astroalign and, when installed, SExtractor + SCAMP + SWarp)
 #   SKIP_GPUALIGN=1  reuse benchmarks/results/gpualign.jsonl
+#   RESULTS     folder of the JSON lines and comparison.md (default: benchmarks/results;
+#               set it for partial runs so the recorded results are not overwritten)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${1:-$repo/bench-out}"
 python="${PYTHON:-python3}"
 peers="${PEERS_VENV:-$repo/.venv-peers}"
-results="$repo/benchmarks/results"
+results="${RESULTS:-$repo/benchmarks/results}"
 only=()
 if [ -n "${FIELDS:-}" ]; then only=(--only $FIELDS); fi
 mkdir -p "$data" "$results"
