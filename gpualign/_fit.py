@@ -162,26 +162,33 @@ def choose_degree(
     w = 1.0 / sigma**2
     folds = np.random.default_rng(seed).permutation(n) % k
     degrees = [d for d in range(1, max_degree + 1) if n >= MIN_PAIRS_PER_TERM * n_terms(d)]
-    errs: dict[int, np.ndarray] = {}
-    mean: dict[int, float] = {}
-    if degrees:
-        for d, e in _held_out_sq_errors_all(tmpl_xy, src_xy, w, degrees, norm, folds, k).items():
+    if not degrees:
+        return 1, {}
+    # Wrong matches are outliers whatever the degree; stars that only a higher degree
+    # fits (corners of a distorted field) are not, and must keep their vote. Outliers
+    # are dropped from the training folds too (a heavy one bends every fit near it and
+    # makes the lower degrees look worse than they are), then the errors are redone.
+    good = np.ones(n, bool)
+    for attempt in range(4):
+        errs: dict[int, np.ndarray] = {}
+        for d, e in _held_out_sq_errors_all(tmpl_xy[good], src_xy[good], w[good], degrees,
+                                            norm, folds[good], k).items():
             if not np.isfinite(e).all():
                 break
             errs[d] = e
-            mean[d] = float(np.sum(w * e) / np.sum(w))
-    if not errs:
-        return 1, {}
-    # Wrong matches are outliers whatever the degree; stars that only a higher degree
-    # fits (corners of a distorted field) are not, and must keep their vote.
-    z = np.array([w * errs[d] for d in errs])  # (degrees, pairs)
-    zmin = z.min(axis=0)
-    good = zmin <= 25.0 * max(np.median(zmin), 1e-300)
-    if good.sum() >= 8:
-        for d in errs:
-            errs[d] = errs[d][good]
-            mean[d] = float(np.sum(w[good] * errs[d]) / np.sum(w[good]))
-        w, n = w[good], int(good.sum())
+        if not errs:
+            return 1, {}
+        if attempt == 3:
+            break
+        z = np.array([w[good] * e for e in errs.values()])  # (degrees, pairs)
+        zmin = z.min(axis=0)
+        keep = zmin <= 25.0 * max(float(np.median(zmin)), 1e-300)
+        if keep.all() or keep.sum() < max(8, MIN_PAIRS_PER_TERM * n_terms(min(errs))):
+            break
+        idx = np.flatnonzero(good)
+        good[idx[~keep]] = False
+    w, n = w[good], int(good.sum())
+    mean = {d: float(np.sum(w * e) / np.sum(w)) for d, e in errs.items()}
     best = min(mean, key=mean.__getitem__)
     chosen = best
     for d in sorted(errs):
