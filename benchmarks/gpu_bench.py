@@ -57,8 +57,13 @@ def bench_size(n: int, backend, order: int = 3) -> dict[str, float]:
     cp = backend.xp
     shape = (n, n)
     rng = np.random.default_rng(n)
-    mapping = make_mapping(source_shape=shape, template_shape=shape, shift=(12.3, -7.7),
-                           rotation_deg=17.0, corner_distortion_px=25.0)
+    mapping = make_mapping(
+        source_shape=shape,
+        template_shape=shape,
+        shift=(12.3, -7.7),
+        rotation_deg=17.0,
+        corner_distortion_px=25.0,
+    )
     # The fitted transform of a real run, from 3000 synthetic tie-points.
     tx = rng.uniform(0, n - 1, (3000, 2))
     sx = np.column_stack(mapping(tx[:, 0], tx[:, 1]))
@@ -79,15 +84,25 @@ def bench_size(n: int, backend, order: int = 3) -> dict[str, float]:
         for y0 in range(0, n, rows):
             y1 = min(n, y0 + rows)
             gx, gy = t.evaluate_grid(cp, 0, n, y0, y1)
-            out[y0:y1] = cndi.map_coordinates(coeffs, cp.stack([gy, gx]), order=order,
-                                              mode="mirror", prefilter=False, output=cp.float32)
+            out[y0:y1] = cndi.map_coordinates(
+                coeffs,
+                cp.stack([gy, gx]),
+                order=order,
+                mode="mirror",
+                prefilter=False,
+                output=cp.float32,
+            )
         return out
 
     res["warp_cupyx_s"] = _gpu_time(cp, cupyx_warp, repeat=2)
     out = cp.empty(shape, cp.float32)
     foot = cp.empty(shape, cp.bool_)
-    res["warp_fused_s"] = _gpu_time(cp, lambda: _kernels.fused_warp(
-        cp, coeffs, t, shape, 0, n, order, float("nan"), out=out, footprint=foot))
+    res["warp_fused_s"] = _gpu_time(
+        cp,
+        lambda: _kernels.fused_warp(
+            cp, coeffs, t, shape, 0, n, order, float("nan"), out=out, footprint=foot
+        ),
+    )
     t0 = time.perf_counter()
     cp.asnumpy(out)
     res["d2h_s"] = time.perf_counter() - t0
@@ -105,8 +120,13 @@ def bench_cpu_stages() -> dict[str, float]:
     from gpualign._simulate import make_mapping, simulate_pair
 
     shape = (4096, 4096)
-    m = make_mapping(source_shape=shape, template_shape=shape, shift=(12.3, -7.7),
-                     rotation_deg=17.0, corner_distortion_px=20.0)
+    m = make_mapping(
+        source_shape=shape,
+        template_shape=shape,
+        shift=(12.3, -7.7),
+        rotation_deg=17.0,
+        corner_distortion_px=20.0,
+    )
     p = simulate_pair(shape, mapping=m, n_stars=12000, seed=3)
     t0 = time.perf_counter()
     cats = detect_many([(p.template, None), (p.source, None)])
@@ -115,8 +135,11 @@ def bench_cpu_stages() -> dict[str, float]:
     t2 = time.perf_counter()
     t3 = time.perf_counter()
     gpualign.align(p.source, p.template, backend="cupy")
-    return {"detect_4k_s": t1 - t0, "match_fit_4k_s": t2 - t1,
-            "full_align_4k_s": time.perf_counter() - t3}
+    return {
+        "detect_4k_s": t1 - t0,
+        "match_fit_4k_s": t2 - t1,
+        "full_align_4k_s": time.perf_counter() - t3,
+    }
 
 
 def main() -> int:
@@ -132,21 +155,29 @@ def main() -> int:
     except gpualign.BackendUnavailable as exc:
         print(f"gpu_bench: no GPU: {exc}", file=sys.stderr)
         return 2
-    lines = [f"# GPU benchmark ({datetime.date.today()}, {backend.device})", "",
-             f"spline order {args.order}; times are the best of several runs (CUDA events).",
-             "", "| size | h2d s | prefilter s | surfaces s | warp cupyx s | warp fused s | "
-             "fused/cupyx | fused bandwidth | d2h s |", "|" + "---|" * 9]
+    lines = [
+        f"# GPU benchmark ({datetime.date.today()}, {backend.device})",
+        "",
+        f"spline order {args.order}; times are the best of several runs (CUDA events).",
+        "",
+        "| size | h2d s | prefilter s | surfaces s | warp cupyx s | warp fused s | "
+        "fused/cupyx | fused bandwidth | d2h s |",
+        "|" + "---|" * 9,
+    ]
     for n in args.sizes:
         r = bench_size(n, backend, args.order)
         lines.append(
             f"| {n} | {r['h2d_s']:.4f} | {r['prefilter_s']:.4f} | {r['surfaces_s']:.4f} | "
             f"{r['warp_cupyx_s']:.4f} | {r['warp_fused_s']:.5f} | "
             f"{r['fused_speedup_vs_cupyx']:.1f}x | {100 * r['fused_bandwidth_frac']:.0f}% | "
-            f"{r['d2h_s']:.4f} |")
+            f"{r['d2h_s']:.4f} |"
+        )
         print(lines[-1], flush=True)
     cpu = bench_cpu_stages()
-    lines += ["", "CPU stages (4096^2 distorted pair): " + ", ".join(
-        f"{k} {v:.2f}" for k, v in cpu.items())]
+    lines += [
+        "",
+        "CPU stages (4096^2 distorted pair): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
