@@ -36,6 +36,36 @@ def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
     )
 
 
+#: Unscaled float images up to this size are read straight into native memory.
+FAST_READ_MAX_BYTES = 1 << 30
+
+
+def _read_float_pixels(path: str, hdu: Any) -> np.ndarray | None:
+    """Unscaled BITPIX -32/-64 pixels read into a native array (one pass, in-place swap).
+
+    Returns None where this does not apply (integers, BZERO/BSCALE, compressed or
+    very large HDUs), and the caller goes through astropy's reader.
+    """
+    hdr = hdu.header
+    bitpix = hdr.get("BITPIX")
+    if bitpix not in (-32, -64) or hdr.get("NAXIS") != 2 or hdu.name == "COMPRESSED_IMAGE":
+        return None
+    if float(hdr.get("BZERO", 0.0)) != 0.0 or float(hdr.get("BSCALE", 1.0)) != 1.0:
+        return None
+    shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+    out = np.empty(shape, np.float32 if bitpix == -32 else np.float64)
+    if out.nbytes > FAST_READ_MAX_BYTES or out.nbytes == 0:
+        return None
+    offset = hdu.fileinfo()["datLoc"]
+    with open(path, "rb") as f:
+        f.seek(offset)
+        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+            return None
+    if np.little_endian:
+        out.byteswap(inplace=True)  # FITS is big-endian
+    return out
+
+
 def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Header]:
     """Pixels (float32, or float64 if stored so) and header of one image HDU."""
     last: Exception | None = None
@@ -46,6 +76,9 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
             with fits.open(path, memmap=memmap, lazy_load_hdus=True) as hdul:
                 hdu = _pick_hdu(hdul, ext, path)
                 header = hdu.header.copy()
+                fast = _read_float_pixels(path, hdu)
+                if fast is not None:
+                    return fast, header
                 raw = hdu.data
                 dtype = np.float64 if raw.dtype.kind == "f" and raw.itemsize == 8 else np.float32
                 return np.array(raw, dtype=dtype), header
@@ -107,8 +140,12 @@ def load_image(
         raise InputError(f"{name} has unsupported dtype {data.dtype}")
     if min(data.shape) < 8:
         raise InputError(f"{name} is too small ({data.shape[1]}x{data.shape[0]} pixels)")
-    out_dtype = np.float64 if data.dtype == np.float64 else np.float32
-    data = np.array(data, dtype=np.dtype(out_dtype).newbyteorder("="), copy=True)
+    out_dtype = np.dtype(np.float64 if data.dtype == np.float64 else np.float32)
+    fresh = isinstance(obj, (str, os.PathLike)) and data.flags.owndata
+    if not (fresh and data.dtype == out_dtype and data.flags.c_contiguous):
+        # The caller's memory: always a private copy, so the input is never modified.
+        # (A FITS file's pixels were already converted into a fresh array above.)
+        data = np.array(data, dtype=out_dtype.newbyteorder("="), copy=True)
     return data, header, mask
 
 
