@@ -414,7 +414,7 @@ def apply_transform(
     mask = own_mask if mask is None else mask
     res = warp(
         data, t, output_shape, backend=be, order=interp_order, cval=cval, mask=mask,
-        threads=threads, dtype=dtype,
+        threads=threads, dtype=dtype, overwrite_input=True,  # load_image's private copy
     )
     if solution is None:
         solution = Solution(t, t, np.zeros((0, 2)), np.zeros((0, 2)), {}, t.degree, False, {},
@@ -514,6 +514,7 @@ def align(
     res = warp(
         src_data, solution.transform, tuple(output_shape), backend=be, order=interp_order,
         cval=cval, mask=mask, threads=threads, dtype=dtype,
+        overwrite_input=True,  # src_data is load_image's private copy, not needed after
     )
     solution.timings["warp"] = time.perf_counter() - t2
     return AlignResult(res.data, res.footprint, res.mask, solution, be.name)

@@ -117,21 +117,34 @@ class Transform:
         -------
         sx, sy : arrays of shape (y1 - y0, x1 - x0), float64
         """
+        coords = self.source_coords(xp, x0, x1, y0, y1)
+        return coords[1], coords[0]
+
+    def source_coords(self, xp: ModuleType, x0: int, x1: int, y0: int, y1: int) -> Any:
+        """``[sy, sx]`` of the block ``[y0:y1, x0:x1]`` as one (2, ny, nx) float64 array.
+
+        The layout ``map_coordinates`` takes, built in place (no stacking copy);
+        the values equal :meth:`evaluate_grid`'s.
+        """
         xs = xp.arange(x0, x1, dtype=xp.float64)
         ys = xp.arange(y0, y1, dtype=xp.float64)
+        out = xp.empty((2, y1 - y0, x1 - x0), dtype=xp.float64)
         m = self.matrix
-        sx = (m[0, 0] * xs)[None, :] + (m[0, 1] * ys + m[0, 2])[:, None]
-        sy = (m[1, 0] * xs)[None, :] + (m[1, 1] * ys + m[1, 2])[:, None]
         if self.has_distortion:
             u, v = self._uv(xp, xs, ys)
-            d = self.coeffs.shape[1]
-            powers = xp.arange(d, dtype=xp.float64)
+            powers = xp.arange(self.coeffs.shape[1], dtype=xp.float64)
             vu = u[:, None] ** powers[None, :]  # (nx, d)
             vv = v[:, None] ** powers[None, :]  # (ny, d)
-            for k, target in ((0, sx), (1, sy)):
+        for k, row in ((0, 1), (1, 0)):  # sx -> out[1], sy -> out[0]
+            target = out[row]
+            if self.has_distortion:
                 c = xp.asarray(self.coeffs[k])  # c[i, j] multiplies u**i v**j
-                target += vv @ (c.T @ vu.T)
-        return sx, sy
+                xp.matmul(vv, c.T @ vu.T, out=target)
+                target += (m[k, 0] * xs)[None, :]
+            else:
+                target[...] = (m[k, 0] * xs)[None, :]
+            target += (m[k, 1] * ys + m[k, 2])[:, None]
+        return out
 
     def jacobian_det(self, x: Any, y: Any, eps: float = 0.25) -> np.ndarray:
         """Determinant of d(source)/d(template) at template points (host, float64)."""

@@ -73,14 +73,20 @@ def _row_blocks(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def prefilter(backend: Backend, image: Any, order: int, threads: int = 1) -> Any:
+def prefilter(
+    backend: Backend, image: Any, order: int, threads: int = 1, *, overwrite: bool = False
+) -> Any:
     """B-spline prefilter (mirror boundary) into float32, axis 1 then axis 0.
 
     On NumPy the rows (then the columns) are split between threads; each line is
-    filtered whole, so the result does not depend on the number of threads.
+    filtered whole, so the result does not depend on the number of threads. With
+    ``overwrite`` a writeable C-contiguous float32 ``image`` is filtered in place
+    (no second full-frame array).
     """
     xp, ndi = backend.xp, backend.ndimage
-    out = xp.array(image, dtype=xp.float32, copy=True)
+    reuse = (overwrite and image.dtype == xp.float32 and image.flags.c_contiguous
+             and getattr(image.flags, "writeable", True))
+    out = image if reuse else xp.array(image, dtype=xp.float32, copy=True)
     if order <= 1:
         return out
     if backend.name != "numpy" or threads <= 1:
@@ -166,6 +172,7 @@ def warp(
     tile_rows: int | None = None,
     threads: int | None = None,
     method: str = "auto",
+    overwrite_input: bool = False,
 ) -> WarpResult:
     """Resample ``image`` onto a grid of ``output_shape`` through ``transform``.
 
@@ -196,6 +203,10 @@ def warp(
         spline sample in one pass, no coordinate arrays) and ``"ndimage"`` with
         ``cupyx.scipy.ndimage.map_coordinates``; ``"auto"`` uses the fused kernel
         when it compiles. On the CPU, always ndimage.
+    overwrite_input : bool
+        Let the spline prefilter work in ``image``'s memory when it is a writeable
+        float32 C-contiguous array (saves one full-frame array; ``image`` is then
+        garbage).
 
     Returns
     -------
@@ -220,7 +231,8 @@ def warp(
         bad = backend.to_device(bad_host)
         src = fill_invalid(backend, src, bad)
         bad_grown = ndi.maximum_filter(bad.astype(xp.uint8), size=size, mode="nearest")
-    coeffs = prefilter(backend, src, order, threads)
+    # After fill_invalid, src is a private array: filter it in place.
+    coeffs = prefilter(backend, src, order, threads, overwrite=overwrite_input or has_bad)
     del src
     planes: list[tuple[int, Any]] = []
     mask_dtype = None
@@ -244,9 +256,18 @@ def warp(
     fused = _use_fused(backend, method)
 
     def tile_coords(y0: int, y1: int) -> tuple[Any, Any]:
-        sx, sy = transform.evaluate_grid(xp, 0, nx, y0, y1)
-        inside = (sx >= -0.5) & (sx <= sw - 0.5) & (sy >= -0.5) & (sy <= sh - 0.5)
-        return xp.stack([sy, sx]), inside
+        coords = transform.source_coords(xp, 0, nx, y0, y1)  # [sy, sx]
+        sy, sx = coords[0], coords[1]
+        lo, hi = -0.5, (sh - 0.5, sw - 0.5)
+        # Most tiles lie wholly inside the source: four reductions, no masks.
+        if (float(sy.min()) >= lo and float(sy.max()) <= hi[0]
+                and float(sx.min()) >= lo and float(sx.max()) <= hi[1]):
+            return coords, None
+        inside = sx >= lo
+        inside &= sx <= hi[1]
+        inside &= sy >= lo
+        inside &= sy <= hi[0]
+        return coords, inside
 
     def do_tile(y0: int) -> None:
         y1 = min(y0 + rows, ny)
@@ -255,6 +276,7 @@ def warp(
             # One kernel computes each pixel's source position and samples it.
             from ._backend import _kernels
 
+            direct = False
             vals, inside = _kernels.fused_warp(
                 xp, coeffs, transform, (ny, nx), y0, y1, order, float("nan")
             )
@@ -262,13 +284,21 @@ def warp(
                 coords, _ = tile_coords(y0, y1)
         else:
             coords, inside = tile_coords(y0, y1)
-            vals = ndi.map_coordinates(
-                coeffs, coords, order=order, mode="mirror", prefilter=False, output=xp.float32
+            # float32 output: sampled straight into the output rows, no temporary.
+            direct = out.dtype == xp.float32
+            vals = out[y0:y1] if direct else xp.empty((y1 - y0, nx), dtype=xp.float32)
+            ndi.map_coordinates(
+                coeffs, coords, order=order, mode="mirror", prefilter=False, output=vals
             )
+            if inside is None:
+                inside = xp.ones(vals.shape, dtype=bool)
         if bad_grown is not None:
             hit = ndi.map_coordinates(bad_grown, coords, order=0, mode="nearest")
             inside &= hit == 0
-        out[y0:y1] = xp.where(inside, vals.astype(dtype), fill)
+        if not direct:
+            out[y0:y1] = xp.where(inside, vals.astype(dtype, copy=False), fill)
+        elif not bool(inside.all()):
+            out[y0:y1] = xp.where(inside, vals, fill)
         foot[y0:y1] = inside
         if out_mask is not None:
             acc = xp.zeros(inside.shape, dtype=mask_dtype)
