@@ -78,6 +78,22 @@ def _sigma_from_snr(fwhm: np.ndarray, snr: np.ndarray) -> np.ndarray:
     return np.hypot(sig_psf * np.sqrt(2.0) / snr, 0.005)
 
 
+def _snr_from_flux(flux: np.ndarray) -> np.ndarray:
+    """Signal-to-noise guessed from the fluxes alone, for catalogues without errors.
+
+    A detection catalogue reaches down to its detection limit, so the faint end
+    (5th percentile of the positive fluxes) is taken as SNR 5 and the noise as
+    background-limited (SNR proportional to flux). Only the relative weights of the
+    stars matter to the fit; one constant SNR for all would let the faint stars,
+    whose centroids are far noisier, weigh as much as the bright ones.
+    """
+    f = np.where(np.isfinite(flux) & (flux > 0), flux, np.nan)
+    if not np.isfinite(f).any():
+        return np.full_like(flux, 20.0)
+    ref = float(np.nanpercentile(f, 5))
+    return np.where(np.isfinite(f), 5.0 * f / ref, 5.0)
+
+
 def _column(table: Any, names: tuple[str, ...]) -> np.ndarray | None:
     lower = {c.lower(): c for c in table.colnames}
     for name in names:
@@ -142,7 +158,7 @@ def catalog_from_table(
     snr = _column(table, ("snr",))
     if snr is None:
         err = _column(table, ("fluxerr", "flux_err", "FLUXERR_AUTO", "FLUXERR_ISO"))
-        snr = flux / err if err is not None else np.full_like(x, 20.0)
+        snr = flux / err if err is not None else _snr_from_flux(flux)
     good = np.isfinite(x) & np.isfinite(y)
     cat = Catalog(x, y, flux, fwhm, flag, _sigma_from_snr(fwhm, snr), shape)
     return cat.take(good).sorted_by_flux()
