@@ -77,6 +77,8 @@ def _read_template(template: Path | None, template_cat: Path | None, ext: str | 
     """Template pixels (if any), header, mask, output shape and given catalogue (if any)."""
     header = data = mask = cat = None
     shape = tuple(output_shape) if output_shape else None
+    if shape is not None and min(shape) < 1:
+        raise InputError(f"--output-shape must be two positive integers, got {shape}")
     if template is not None:
         data, header, mask = load_image(template, ext, name="template")
         shape = shape or data.shape

@@ -89,6 +89,15 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
     raise InputError(f"cannot read {path} as FITS ({last})".splitlines()[0]) from None
 
 
+def _has_finite(data: np.ndarray) -> bool:
+    """Whether any pixel is finite: a sparse sample first, the whole image only if needed."""
+    ny, nx = data.shape
+    if np.isfinite(data[:: max(1, ny // 64), :: max(1, nx // 64)]).any():
+        return True
+    rows = max(1, (1 << 22) // max(data.shape[1], 1))
+    return any(np.isfinite(data[r:r + rows]).any() for r in range(0, data.shape[0], rows))
+
+
 def load_image(
     obj: ImageInput, ext: int | str | None = None, *, name: str = "image"
 ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None]:
@@ -140,6 +149,9 @@ def load_image(
         raise InputError(f"{name} has unsupported dtype {data.dtype}")
     if min(data.shape) < 8:
         raise InputError(f"{name} is too small ({data.shape[1]}x{data.shape[0]} pixels)")
+    if data.dtype.kind == "f" and not _has_finite(data):
+        raise InputError(f"{name} has no finite pixels (all NaN or inf)",
+                         hint="check the file, or the extension read (--source-ext/--template-ext)")
     out_dtype = np.dtype(np.float64 if data.dtype == np.float64 else np.float32)
     fresh = isinstance(obj, (str, os.PathLike)) and data.flags.owndata
     if not (fresh and data.dtype == out_dtype and data.flags.c_contiguous):

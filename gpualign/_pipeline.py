@@ -301,6 +301,12 @@ def solve(
     Neighbour queries run on ``backend`` (KD-tree on NumPy, chunked distance
     matrices on a GPU); the small fits stay on the host.
     """
+    _check_solve_args(dict(
+        min_fwhm=min_fwhm, min_sep=min_sep, n_det=n_det, n_quad_det=n_quad_det,
+        min_quad_sep=min_quad_sep, max_quad_hash_dist=max_quad_hash_dist,
+        max_quad_cand=max_quad_cand, patience_quad_cand=patience_quad_cand,
+        quad_edge_buffer=quad_edge_buffer, sub_tile=sub_tile, max_match_dist=max_match_dist,
+        min_n_match=min_n_match, spline_order=spline_order))
     be = None if backend is None else get_backend(backend)
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
@@ -316,6 +322,18 @@ def solve(
             )
     quad_src = filter_catalog(src, edge_buffer=quad_edge_buffer)
     quad_tmpl = filter_catalog(tmpl, edge_buffer=quad_edge_buffer)
+    for name, inner, cat in (("source", quad_src, src), ("template", quad_tmpl, tmpl)):
+        if len(inner) < 4 and cat.shape is not None:
+            # Mostly off the image: a catalogue in another pixel frame, not a sparse field.
+            ny, nx = cat.shape
+            off = (cat.x < -0.5) | (cat.x > nx - 0.5) | (cat.y < -0.5) | (cat.y > ny - 0.5)
+            if off.sum() > len(cat) / 2:
+                raise TooFewStars(
+                    f"only {int((~off).sum())} of the {len(cat)} usable {name} stars lie "
+                    f"inside the {nx}x{ny} {name} image",
+                    hint="check that a given catalogue is in the image's pixel frame "
+                    "(0-based x = column, y = row)",
+                )
     qs = quad_match(
         quad_src, quad_tmpl, n_quad_det=n_quad_det, min_quad_sep=min_quad_sep,
         max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
@@ -347,6 +365,60 @@ def solve(
         t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
         src_cat.shape, tmpl_cat.shape, timings,
     )
+
+
+def _check_warp_args(
+    interp_order: Any, output_shape: Any, mask: Any, image_shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """Reject unusable warp options with an InputError; return the output shape."""
+    if isinstance(interp_order, bool) or not isinstance(interp_order, (int, np.integer)) \
+            or not 0 <= int(interp_order) <= 5:
+        raise InputError(f"interp_order must be an integer 0-5, got {interp_order!r}",
+                         hint="0 nearest, 1 linear, 3 cubic spline (default), 5 quintic")
+    try:
+        shape = tuple(int(v) for v in output_shape)
+        ok = len(shape) == 2 and min(shape) > 0 and all(
+            float(v) == int(v) for v in output_shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"output_shape must be two positive integers (ny, nx), "
+                         f"got {output_shape!r}")
+    if mask is not None and np.shape(mask) != tuple(image_shape):
+        raise InputError(f"the mask's shape {np.shape(mask)} differs from the image's "
+                         f"{tuple(image_shape)}", hint="give a mask of the source's shape")
+    return shape[0], shape[1]
+
+
+_POSITIVE = ("min_quad_sep", "max_quad_hash_dist", "max_match_dist")
+_AT_LEAST_ONE = ("max_quad_cand", "patience_quad_cand", "sub_tile")
+
+
+def _check_solve_args(opts: dict[str, Any]) -> None:
+    """Reject out-of-range matching and detection dials with an InputError."""
+    for name in _POSITIVE:
+        if not opts[name] > 0:
+            raise InputError(f"{name} must be > 0, got {opts[name]!r}")
+    for name in _AT_LEAST_ONE:
+        if not opts[name] >= 1:
+            raise InputError(f"{name} must be >= 1, got {opts[name]!r}")
+    if not opts["n_quad_det"] >= 4:
+        raise InputError(f"n_quad_det must be >= 4 (a quad has 4 stars), "
+                         f"got {opts['n_quad_det']!r}")
+    if not opts["min_n_match"] >= 3:
+        raise InputError(f"min_n_match must be >= 3, got {opts['min_n_match']!r}")
+    for name in ("min_fwhm", "quad_edge_buffer"):
+        if not opts[name] >= 0:
+            raise InputError(f"{name} must be >= 0, got {opts[name]!r}")
+    if opts["min_sep"] is not None and not opts["min_sep"] >= 0:
+        raise InputError(f"min_sep must be >= 0, got {opts['min_sep']!r}")
+    if opts["n_det"] is not None and not opts["n_det"] > 0:
+        raise InputError(f"n_det must be a count >= 1 or a fraction in (0, 1), "
+                         f"got {opts['n_det']!r}")
+    order = opts["spline_order"]
+    if order is not None and not (isinstance(order, (int, np.integer)) and 0 <= order <= 9):
+        raise InputError(f"spline_order must be an integer 0-9 or None, got {order!r}",
+                         hint="0 = affine only; None chooses the degree by cross-validation")
 
 
 def _check_overlap(
@@ -412,6 +484,7 @@ def apply_transform(
     t = transform.transform if isinstance(transform, Solution) else transform
     data, _, own_mask = load_image(image, ext)
     mask = own_mask if mask is None else mask
+    output_shape = _check_warp_args(interp_order, output_shape, mask, data.shape)
     res = warp(
         data, t, output_shape, backend=be, order=interp_order, cval=cval, mask=mask,
         threads=threads, dtype=dtype, overwrite_input=True,  # load_image's private copy
@@ -480,6 +553,7 @@ def align(
     sep_thresh = find_kwargs.pop("sep_thresh", 5.0)
     flux_col = find_kwargs.pop("flux_col", None)
     src_data, _, own_mask = load_image(source, find_kwargs.pop("source_ext", None), name="source")
+    _check_warp_args(interp_order, output_shape or (1, 1), source_mask, src_data.shape)
     tmpl_data = tmpl_mask = None
     if template is not None:
         tmpl_data, _, tmpl_mask = load_image(
