@@ -161,6 +161,20 @@ def load_image(
     return data, header, mask
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_fits_atomic(
     path: str | Path, hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU],
     *, overwrite: bool = False,
@@ -189,6 +203,8 @@ def write_fits_atomic(
     os.close(fd)
     try:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
