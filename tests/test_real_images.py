@@ -1,0 +1,207 @@
+"""Real images (tests/data/PROVENANCE.txt, gpualign/data/PROVENANCE.txt).
+
+* JWST NIRCam F200W, Abell 2744, two epochs (2022-06 shipped for the demo, 2022-11 in
+  tests/data) resampled by the JWST pipeline onto the same pixel grid: their WCS are
+  identical, so the truth is the WCS-derived mapping = the identity, up to how well
+  each epoch was registered to the absolute frame.
+* One epoch warped through a known rotation + radial distortion (scipy, via
+  gpualign._simulate.warp_real_image), then recovered.
+* The sparse DECam pair (~8 sources each): aligns, or fails with a typed message.
+* 2MASS J and Ks of the Galactic Centre (crowded; same grid, taken simultaneously).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+import gpualign
+from gpualign._demo import demo_image_path
+from gpualign._detect import detect
+from gpualign._simulate import error_stats, make_mapping, position_errors, warp_real_image
+
+DATA = Path(__file__).parent / "data"
+JWST_1 = demo_image_path()  # 2022-06
+JWST_2 = DATA / "jwst_a2744_f200w_2022-11.fits"
+DECAM = (DATA / "DEC-OBS18a.mini.fits", DATA / "DEC-OBS04a.mini.fits")
+TWOMASS = (DATA / "gc_2mass_k.fits", DATA / "gc_2mass_j.fits")
+
+
+def _image_hdu(path: Path) -> tuple[np.ndarray, fits.Header]:
+    with fits.open(path) as hdul:
+        hdu = next(h for h in hdul if h.data is not None and h.data.ndim == 2)
+        return np.array(hdu.data, dtype=np.float32), hdu.header.copy()
+
+
+def _wcs(header: fits.Header) -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # DECam's OBSGEO fix-ups
+        return WCS(header)
+
+
+def deviation_from_wcs(sol: gpualign.Solution, source: Path, template: Path,
+                       step: int = 16) -> np.ndarray:
+    """|fitted - WCS-derived| (source px) of the template -> source mapping on a grid."""
+    tdata, thdr = _image_hdu(template)
+    _, shdr = _image_hdu(source)
+    gy, gx = np.mgrid[0:tdata.shape[0]:step, 0:tdata.shape[1]:step].astype(np.float64)
+    ra, dec = _wcs(thdr).all_pix2world(gx, gy, 0)
+    wx, wy = _wcs(shdr).all_world2pix(ra, dec, 0)
+    assert np.max(np.hypot(wx - gx, wy - gy)) < 1e-6  # the WCS say: identity
+    sx, sy = sol.transform(gx, gy)
+    return np.hypot(sx - wx, sy - wy)
+
+
+@pytest.mark.parametrize("source, template", [(JWST_2, JWST_1), (JWST_1, JWST_2)],
+                         ids=["11-onto-06", "06-onto-11"])
+def test_jwst_epochs_identity(source, template):
+    """The two epochs map onto each other as their (identical) WCS say.
+
+    Tolerance 0.25 px (7.8 mas at 0.031"/px) anywhere on the 900^2 grid: each epoch
+    was aligned to the absolute frame separately, to a few mas, and the ~70 matched
+    sources (mostly galaxies, whose centroids scatter by 0.15-0.2 px between epochs)
+    fix an affine map to ~0.1 px at the corners. Measured: max 0.15 px, RMS 0.08 px.
+    """
+    sol = gpualign.find_transform(source, template, backend="numpy")
+    assert sol.stats["n_match"] >= 50
+    assert sol.degree == 1, sol.cv_scores  # same grid: no distortion to find
+    assert not sol.mirrored
+    dev = deviation_from_wcs(sol, source, template)
+    assert dev.max() <= 0.25, dev.max()
+    assert np.sqrt(np.mean(dev**2)) <= 0.12
+    # the matched pairs themselves sit at the same pixel in both epochs
+    d = sol.source_xy - sol.template_xy
+    assert np.all(np.abs(np.median(d, axis=0)) < 0.05), np.median(d, axis=0)
+
+
+def test_jwst_epochs_aligned_pixels_agree():
+    """Epoch 2 resampled onto epoch 1's grid: where the images have signal, they agree."""
+    res = gpualign.align(JWST_2, JWST_1, backend="numpy")
+    ref, _ = _image_hdu(JWST_1)
+    raw, _ = _image_hdu(JWST_2)
+    ok = res.footprint & np.isfinite(ref)
+    assert ok.mean() > 0.99
+    bright = ok & (ref > np.nanpercentile(ref, 99))
+    # resampling through an identity-ish map changes bright pixels far less than the
+    # epochs differ from each other (noise): compare with the raw, unresampled pixels
+    diff_aligned = np.median(np.abs(res.data[bright] - ref[bright]))
+    diff_raw = np.median(np.abs(raw[bright] - ref[bright]))
+    assert diff_aligned <= 1.1 * diff_raw, (diff_aligned, diff_raw)
+
+
+def _bright_sources(image: np.ndarray, mapping, n: int = 40, margin: float = 10.0):
+    """The n brightest sources of the template that land inside the source (as the demo)."""
+    cat = detect(image)
+    sx, sy = mapping(cat.x, cat.y)
+    h, w = image.shape
+    inside = ((sx > margin) & (sx < w - 1 - margin) & (sy > margin) & (sy < h - 1 - margin))
+    return cat.xy[inside][:n]
+
+
+# Known mappings applied to a real epoch (template -> source). Each is recovered from the
+# image pair alone and scored on the 40 brightest sources against the truth.
+_FRAGILE = pytest.mark.xfail(strict=True, reason=(
+    "known shortfall: only ~55-70 sources match on this 900^2 cluster field, the cubic "
+    "surfaces are clamped to the matched sources' box, and bright sources near the "
+    "edges beyond it get the frozen distortion (0.04-0.15 px RMS, up to 0.8 px)"))
+JWST_CASES = [
+    pytest.param(JWST_1, dict(rotation_deg=23.0, scale=1.05, shift=(7.3, -4.1),
+                              corner_distortion_px=6.0), id="06-demo-mapping"),
+    pytest.param(JWST_2, dict(rotation_deg=-61.0, scale=1.1, shift=(3.2, 9.4),
+                              corner_distortion_px=-6.0), id="11-rot-61-barrel"),
+    pytest.param(JWST_1, dict(rotation_deg=-61.0, scale=1.1, shift=(3.2, 9.4),
+                              corner_distortion_px=-6.0), id="06-rot-61-barrel"),
+    pytest.param(JWST_2, dict(rotation_deg=200.0, scale=0.95, shift=(-6.2, 3.4),
+                              corner_distortion_px=8.0), id="11-rot200", marks=_FRAGILE),
+    pytest.param(JWST_2, dict(rotation_deg=90.0, shift=(0.3, 0.4),
+                              corner_distortion_px=6.0), id="11-rot90", marks=_FRAGILE),
+    pytest.param(JWST_1, dict(rotation_deg=90.0, shift=(0.3, 0.4),
+                              corner_distortion_px=6.0), id="06-rot90", marks=_FRAGILE),
+]
+
+
+@pytest.mark.parametrize("path, kw", JWST_CASES)
+def test_jwst_known_rotation_and_distortion(path, kw):
+    template, _ = _image_hdu(path)
+    shape = template.shape
+    mapping = make_mapping(source_shape=shape, template_shape=shape, **kw)
+    source = warp_real_image(template, mapping, shape)
+    sol = gpualign.find_transform(source, template, backend="numpy")
+    assert sol.degree >= 3, sol.cv_scores  # the distortion is seen
+    stats = error_stats(position_errors(sol.transform, mapping,
+                                        _bright_sources(template, mapping)))
+    assert stats["n"] == 40 and stats["n_nonfinite"] == 0
+    assert stats["rms"] <= 0.03, stats
+
+
+def test_jwst_distortion_is_needed():
+    """Affine only cannot follow the demo's distortion: the surfaces do real work."""
+    template, _ = _image_hdu(JWST_1)
+    mapping = make_mapping(source_shape=template.shape, template_shape=template.shape,
+                           rotation_deg=23.0, scale=1.05, shift=(7.3, -4.1),
+                           corner_distortion_px=6.0)
+    source = warp_real_image(template, mapping, template.shape)
+    sol = gpualign.find_transform(source, template, spline_order=0, backend="numpy")
+    stats = error_stats(position_errors(sol.transform, mapping,
+                                        _bright_sources(template, mapping)))
+    assert stats["rms"] > 0.3, stats
+
+
+def test_decam_sparse_pair():
+    """~8 sources each: it must align, or fail with TooFewStars/NoQuadMatch and a hint.
+
+    What happens today: it aligns on 8 matched sources. The WCS say identity, but
+    those WCS are only as good as each exposure's astrometry: 7 of the 8 sources
+    agree on a common offset of about (-0.5, -0.2) px (0.14" at 0.263"/px) and one
+    (an extended source) is 0.9 px off. Hence a 1 px tolerance against the WCS, and a
+    tighter check against the robust offset of the matched pairs at the centre.
+    """
+    try:
+        sol = gpualign.find_transform(*DECAM, backend="numpy")
+    except (gpualign.TooFewStars, gpualign.NoQuadMatch) as exc:  # the other allowed outcome
+        assert exc.hint and "\n" not in str(exc)
+        pytest.fail(f"the DECam pair used to align; now: {exc}")
+    assert 6 <= sol.stats["n_match"] <= 8
+    assert sol.degree == 1  # 8 pairs cannot support a distortion surface
+    dev = deviation_from_wcs(sol, *DECAM)
+    assert dev.max() <= 1.0, dev.max()
+    offset = np.median(sol.source_xy - sol.template_xy, axis=0)
+    sx, sy = sol.transform(127.5, 127.5)
+    assert np.hypot(sx - 127.5 - offset[0], sy - 127.5 - offset[1]) <= 0.15
+
+
+def test_decam_sparse_pair_cli(tmp_path, restore_gpualign_logger):
+    from typer.testing import CliRunner
+
+    from gpualign.cli import app
+
+    out = tmp_path / "o.fits"
+    res = CliRunner().invoke(app, ["align", str(DECAM[0]), "-t", str(DECAM[1]), "-o",
+                                   str(out), "--backend", "numpy"])
+    assert res.exit_code in (0, 1), res.stderr
+    if res.exit_code == 1:  # the allowed failure: one clear line, no file
+        assert res.stderr.startswith("gpualign: error: ") and not out.exists()
+    else:
+        with fits.open(out) as hdul:
+            assert hdul[0].data.shape == (256, 256)
+            assert hdul[0].header["CTYPE1"] == "RA---TPV"  # the template's TPV WCS kept
+            assert hdul[0].header["GA_NMAT"] >= 6
+
+
+def test_2mass_j_vs_k():
+    """Crowded Galactic Centre, J and Ks (observed simultaneously, same grid).
+
+    Tolerance 0.1 px (0.5") anywhere: at 5"/px the blends differ between J and Ks
+    (red giants dominate Ks), which shifts centroids by a few hundredths of a pixel
+    coherently; measured max 0.033 px over the grid with ~800 matches.
+    """
+    sol = gpualign.find_transform(*TWOMASS, backend="numpy")
+    assert sol.stats["n_match"] >= 400
+    assert sol.degree == 1, sol.cv_scores
+    dev = deviation_from_wcs(sol, *TWOMASS)
+    assert dev.max() <= 0.1, dev.max()
