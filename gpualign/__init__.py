@@ -1,6 +1,7 @@
 """gpualign: detection-based registration of astronomical images, on GPU or CPU."""
 
 from ._backend import Backend, get_backend
+from ._batch import FrameResult, align_batch
 from ._catalog import Catalog
 from ._errors import (
     BackendUnavailable,
@@ -20,6 +21,7 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "Catalog",
+    "FrameResult",
     "GpuAlignError",
     "InputError",
     "NoOverlap",
@@ -28,6 +30,7 @@ __all__ = [
     "TooFewStars",
     "Transform",
     "align",
+    "align_batch",
     "apply_transform",
     "find_transform",
     "get_backend",

@@ -136,7 +136,7 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
                      **opts)
     t1 = time.perf_counter()
     res = warp(data, solution.transform, shape, backend=backend, order=interp_order,
-               cval=cval, mask=mask, threads=threads)
+               cval=cval, mask=mask, threads=threads, overwrite_input=True)
     del data
     solution.timings["warp"] = time.perf_counter() - t1
     result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
@@ -152,8 +152,13 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               source_cat: Path | None, template_cat: Path | None, source_ext: str | None,
               template_ext: str | None, output_shape: tuple[int, int] | None,
               interp_order: int, cval: float, backend: str, threads: int | None,
-              overwrite: bool, options: dict[str, Any]) -> None:
+              overwrite: bool, options: dict[str, Any], skip_existing: bool = False,
+              scheduler: str | None = None, workers: int | None = None,
+              quiet: bool = False) -> None:
     """Align each source onto the template; several sources go into a directory."""
+    from . import _progress
+
+    _progress.configure(enabled=not quiet)
     be = get_backend(backend)
     tdata, header, tmask, shape, tmpl_cat = _read_template(
         template, template_cat, template_ext, options.get("flux_col"), output_shape)
@@ -161,6 +166,9 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--source-cat applies to a single source")
     common = dict(source_ext=source_ext, interp_order=interp_order, cval=cval, backend=be,
                   threads=threads, overwrite=overwrite, options=options)
+    if len(sources) == 1 and skip_existing and output.exists():
+        log.warning("%s exists, skipped (--skip-existing)", output)
+        return
     if len(sources) == 1:
         box = [(tdata, tmask)]
         del tdata, tmask
@@ -170,10 +178,10 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
     if tmpl_cat is None:  # detected once for the whole batch
         tmpl_cat = detect(tdata, sep_thresh=options.get("sep_thresh", 5.0), mask=tmask)
     del tdata
-    from ._batch import run_batch
+    from ._batch import run_cli_batch
 
-    run_batch(sources, output, lambda src, out: align_one(
-        src, tmpl_cat, header, shape, out, source_cat=None, **common))
+    run_cli_batch(sources, output, tmpl_cat, header, shape, **{**common, "backend": backend},
+                  skip_existing=skip_existing, scheduler=scheduler, workers=workers, quiet=quiet)
 
 
 __all__ = ["run_align", "align_one", "output_header", "result_hdus", "GpuAlignError"]

@@ -136,6 +136,16 @@ def align(
         bool, typer.Option("--simple", help="Affine only (spalipy's align-fits-simple).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option(help="Skip sources whose output exists (resume a batch).")
+    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Run the frames on this Dask scheduler (tcp://HOST:PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Run the frames on a local Dask cluster of N.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")] = False,
     verbose: Verbose = 0,
 ) -> None:
     """Align SOURCE(S) onto the pixel grid of the template."""
@@ -157,7 +167,8 @@ def align(
             sources, template, output, source_cat=source_cat, template_cat=template_cat,
             source_ext=source_ext, template_ext=template_ext, output_shape=output_shape,
             interp_order=interp_order, cval=cval, backend=backend, threads=threads,
-            overwrite=overwrite, options=options,
+            overwrite=overwrite, options=options, skip_existing=skip_existing,
+            scheduler=scheduler, workers=workers, quiet=quiet,
         )
     except typer.Exit:
         raise
