@@ -60,7 +60,10 @@ def _gpu_count(backend: str) -> int:
 
 def _local_cluster(workers: int, backend: str) -> Any:
     distributed = _distributed()
+    # No dashboard; the scheduler's HTTP routes (health, metrics) on a free port, not
+    # on 8787, which another cluster of this machine may hold.
     common = dict(threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                   silence_logs=logging.ERROR)
     n_gpu = _gpu_count(backend)
     if n_gpu:
@@ -75,7 +78,7 @@ def _local_cluster(workers: int, backend: str) -> Any:
 
 @contextmanager
 def open_client(scheduler: Any = None, workers: int | None = None, *, backend: str = "auto",
-                timeout: float = 60.0) -> Iterator[tuple[Any, int]]:
+                timeout: float | None = None) -> Iterator[tuple[Any, int]]:
     """A Dask client for a batch: an existing one, a scheduler's, or a local cluster's.
 
     Parameters
@@ -86,8 +89,9 @@ def open_client(scheduler: Any = None, workers: int | None = None, *, backend: s
         Start a local cluster of this many worker processes (when no scheduler).
     backend : str
         The batch's backend: on CuPy with dask-cuda, one worker per GPU.
-    timeout : float
-        Seconds to wait for the scheduler.
+    timeout : float, optional
+        Seconds to wait for the scheduler (default: Dask's
+        ``distributed.comm.timeouts.connect``, 30 s unless configured).
 
     Yields
     ------
@@ -103,6 +107,10 @@ def open_client(scheduler: Any = None, workers: int | None = None, *, backend: s
         return
     if scheduler is not None:
         try:
+            if timeout is None:
+                import dask
+
+                timeout = dask.config.get("distributed.comm.timeouts.connect")
             client = distributed.Client(str(scheduler), timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})",
