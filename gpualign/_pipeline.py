@@ -553,7 +553,9 @@ def align(
     sep_thresh = find_kwargs.pop("sep_thresh", 5.0)
     flux_col = find_kwargs.pop("flux_col", None)
     src_data, _, own_mask = load_image(source, find_kwargs.pop("source_ext", None), name="source")
-    _check_warp_args(interp_order, output_shape or (1, 1), source_mask, src_data.shape)
+    checked = _check_warp_args(interp_order, (1, 1) if output_shape is None else output_shape,
+                               source_mask, src_data.shape)
+    output_shape = None if output_shape is None else checked
     tmpl_data = tmpl_mask = None
     if template is not None:
         tmpl_data, _, tmpl_mask = load_image(

@@ -377,3 +377,15 @@ def test_atomic_write_on_interrupt(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_fits_atomic(tmp_path / "o.fits", [fits.PrimaryHDU(np.zeros((8, 8)))])
     assert os.listdir(tmp_path) == []
+
+
+def test_inputs_not_modified_by_the_cli(files, catalogues, tmp_path):
+    inputs = [files / "source.fits", files / "template.fits", files / "source_mef.fits",
+              catalogues["source"], catalogues["template"]]
+    before = [(p.read_bytes(), p.stat().st_mtime_ns) for p in inputs]
+    run("align", files / "source.fits", "-t", files / "template.fits", "-o",
+        tmp_path / "a.fits", "--backend", "numpy")
+    run("align", files / "source_mef.fits", "-t", files / "template.fits", "-o",
+        tmp_path / "b.fits", "--backend", "numpy", "--source-ext", "SCI", "--source-cat",
+        catalogues["source"], "--template-cat", catalogues["template"])
+    assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in inputs] == before

@@ -213,7 +213,7 @@ def test_sextractor_source_only_and_template_only(pair, sex_files, accuracy):
 def test_template_as_catalogue_alone(pair, accuracy):
     """No template image: the template grid comes from output_shape."""
     res = gpualign.align(pair.source, None, template_det=detected_table(pair.template),
-                         output_shape=SHAPE, backend="numpy")
+                         output_shape=np.array(SHAPE), backend="numpy")
     assert res.data.shape == SHAPE and res.data.dtype == np.float32
     assert accuracy(res.transform, pair)["rms"] <= ACC_RMS
     # The aligned source looks like the template where both have data.

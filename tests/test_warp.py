@@ -129,8 +129,9 @@ def test_footprint_boundaries_exact():
 
 def test_output_shape_differs_from_source(setup):
     src, t, sx, sy = setup
-    for shape in [(50, 400), (300, 90), (1, 1), (17, 3)]:
-        r = gpualign.apply_transform(t, src, shape, interp_order=3, backend="numpy")
+    for given in [(50, 400), (300, 90), (1, 1), (17, 3), np.array([40, 50]), [9, 8]]:
+        shape = tuple(int(v) for v in given)
+        r = gpualign.apply_transform(t, src, given, interp_order=3, backend="numpy")
         assert r.data.shape == shape and r.footprint.shape == shape
         ref = gpualign.apply_transform(t, src, OUT, interp_order=3, backend="numpy")
         ny, nx = min(shape[0], OUT[0]), min(shape[1], OUT[1])
