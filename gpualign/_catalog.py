@@ -157,7 +157,11 @@ def catalog_from_table(
     flag = np.zeros(x.shape, np.int64) if flag is None else flag.astype(np.int64)
     snr = _column(table, ("snr",))
     if snr is None:
-        err = _column(table, ("fluxerr", "flux_err", "FLUXERR_AUTO", "FLUXERR_ISO"))
+        # The error of the chosen flux first (FLUX_APER -> FLUXERR_APER, flux -> fluxerr).
+        names: tuple[str, ...] = ("fluxerr", "flux_err", "FLUXERR_AUTO", "FLUXERR_ISO")
+        if flux_col is not None and flux_col.upper().startswith("FLUX"):
+            names = (flux_col[:4] + "ERR" + flux_col[4:], flux_col + "_err") + names
+        err = _column(table, names)
         snr = flux / err if err is not None else _snr_from_flux(flux)
     good = np.isfinite(x) & np.isfinite(y)
     cat = Catalog(x, y, flux, fwhm, flag, _sigma_from_snr(fwhm, snr), shape)

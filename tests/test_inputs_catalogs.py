@@ -538,3 +538,32 @@ def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpua
         assert got[name] == value, name
     with fits.open(tmp_path / "o.fits") as hdul:
         assert hdul[0].header["GA_DEG"] == 2
+
+
+def test_sextractor_vector_aperture_columns_and_their_errors(tmp_path):
+    """FLUX_APER with several apertures (columns numbered with gaps, as SExtractor
+    writes them); the chosen flux is weighted by its own error column."""
+    head = ["#   1 NUMBER                 Running object number",
+            "#   2 X_IMAGE                Object position along x                  [pixel]",
+            "#   3 Y_IMAGE                Object position along y                  [pixel]",
+            "#   4 FLUX_APER              Flux vector within fixed circular aperture(s) [count]",
+            "#   6 FLUXERR_APER           RMS error vector for aperture flux(es)   [count]",
+            "#   8 FLUX_AUTO              Flux within a Kron-like elliptical aperture [count]",
+            "#   9 FLUXERR_AUTO           RMS error for AUTO flux                  [count]",
+            "#  10 FWHM_IMAGE             FWHM assuming a gaussian core            [pixel]",
+            "#  11 FLAGS                  Extraction flags"]
+    # star: x, y, aper1, aper2, err1, err2, auto, err_auto
+    stars = [(11.0, 21.0, 1000.0, 1500.0, 10.0, 500.0, 900.0, 300.0),
+             (31.0, 41.0, 800.0, 1200.0, 200.0, 10.0, 700.0, 7.0),
+             (51.0, 61.0, 600.0, 900.0, 3.0, 30.0, 500.0, 100.0)]
+    rows = [f"{k + 1} " + " ".join(f"{v:.3f}" for v in s) + " 3.0 0"
+            for k, s in enumerate(stars)]
+    path = tmp_path / "vec.cat"
+    path.write_text("\n".join(head + rows) + "\n")
+    for col, fi, ei in (("FLUX_APER", 2, 4), ("FLUX_APER_1", 3, 5), ("FLUX_AUTO", 6, 7)):
+        cat = read_sextractor(path, flux_col=col)
+        order = np.argsort([-s[fi] for s in stars])
+        assert np.allclose(cat.x, [stars[i][0] - 1 for i in order])
+        snr = np.array([stars[i][fi] / stars[i][ei] for i in order])
+        # more signal-to-noise, smaller positional error: same ranking
+        assert np.array_equal(np.argsort(cat.sigma), np.argsort(-snr)), col
