@@ -135,6 +135,17 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, backend=backend,
                      **opts)
     t1 = time.perf_counter()
+    if streamed(shape, mask):  # a mosaic: tiles go straight into the output file
+        from ._fitsout import warp_to_fits
+
+        hdr = output_header(header, solution, str(source), backend.name, interp_order)
+        warp_to_fits(data, solution.transform, shape, out_path, hdr, backend=backend,
+                     order=interp_order, cval=cval, mask=mask, threads=threads,
+                     overwrite=overwrite, overwrite_input=True)
+        del data
+        solution.timings["warp+write"] = time.perf_counter() - t1
+        log_stats(Path(source).name, solution)
+        return solution
     res = warp(data, solution.transform, shape, backend=backend, order=interp_order,
                cval=cval, mask=mask, threads=threads, overwrite_input=True)
     del data
@@ -146,6 +157,15 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     solution.timings["write"] = time.perf_counter() - t2
     log_stats(Path(source).name, solution)
     return solution
+
+
+def streamed(shape: tuple[int, int], mask: np.ndarray | None) -> bool:
+    """Whether an output is big enough to be written tile by tile (and can be)."""
+    from ._fitsout import STREAM_MIN_PIXELS
+
+    if mask is not None and mask.dtype not in (np.dtype(bool), np.dtype(np.uint8)):
+        return False
+    return int(shape[0]) * int(shape[1]) >= STREAM_MIN_PIXELS
 
 
 def run_align(sources: list[Path], template: Path | None, output: Path, *,

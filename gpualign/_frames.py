@@ -111,7 +111,7 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
     -------
     FrameResult
     """
-    from ._cli_align import output_header, result_hdus
+    from ._cli_align import result_hdus, streamed
     from ._detect import detect
     from ._io import load_image, write_fits_atomic
     from ._pipeline import AlignResult, solve
@@ -147,8 +147,12 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
         solution = solve(cat, ctx.template, timings=timings, **opts)
         backend = _backend(ctx.backend)
         t1 = time.perf_counter()
+        if out is not None and streamed(ctx.shape, mask):  # a mosaic: tiles to the file
+            _write_streamed(task, ctx, out, data, mask, solution, backend, res)
+            return res
         w = warp(data, solution.transform, ctx.shape, backend=backend, order=ctx.interp_order,
-                 cval=ctx.cval, mask=mask, threads=ctx.threads, dtype=np.dtype(ctx.dtype))
+                 cval=ctx.cval, mask=mask, threads=ctx.threads, dtype=np.dtype(ctx.dtype),
+                 overwrite_input=True)
         del data
         solution.timings["warp"] = time.perf_counter() - t1
         result = AlignResult(w.data, w.footprint, w.mask, solution, backend.name)
@@ -157,9 +161,7 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
         res.solution = solution
         if out is not None:
             t2 = time.perf_counter()
-            hdr = output_header(ctx.header, solution, task.name, backend.name, ctx.interp_order)
-            hdr["GA_TMPL"] = (ctx.template_key, "fingerprint of the template catalogue")
-            hdr["GA_BATCH"] = (ctx.batch_id, "id of the batch that wrote this file")
+            hdr = _stamped_header(task, ctx, solution, backend)
             _clean_temporaries(out)
             write_fits_atomic(out, result_hdus(result, hdr), overwrite=ctx.overwrite)
             res.written = True
@@ -180,6 +182,37 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
             _collector.lists.pop(threading.get_ident(), None)
         res.logs = sink
     return res
+
+
+def _stamped_header(task: FrameTask, ctx: BatchContext, solution: Any, backend: Any) -> Any:
+    from ._cli_align import output_header
+
+    hdr = output_header(ctx.header, solution, task.name, backend.name, ctx.interp_order)
+    hdr["GA_TMPL"] = (ctx.template_key, "fingerprint of the template catalogue")
+    hdr["GA_BATCH"] = (ctx.batch_id, "id of the batch that wrote this file")
+    return hdr
+
+
+def _write_streamed(task: FrameTask, ctx: BatchContext, out: Path, data: np.ndarray,
+                    mask: Any, solution: Any, backend: Any, res: FrameResult) -> None:
+    """The warp of a big frame, written tile by tile into its output file."""
+    from ._fitsout import warp_to_fits
+
+    t1 = time.perf_counter()
+    s = solution.stats
+    res.n_match, res.rms, res.degree = int(s["n_match"]), float(s["rms"]), solution.degree
+    res.solution = solution
+    _clean_temporaries(out)
+    warp_to_fits(data, solution.transform, ctx.shape, out,
+                 _stamped_header(task, ctx, solution, backend), backend=backend,
+                 order=ctx.interp_order, cval=ctx.cval, mask=mask, threads=ctx.threads,
+                 dtype=np.dtype(ctx.dtype), overwrite=ctx.overwrite, overwrite_input=True)
+    res.written = True
+    solution.timings["warp+write"] = time.perf_counter() - t1
+    res.status = "ok"
+    res.message = f"{res.n_match} matches, rms {res.rms:.3f} px"
+    log.info("%s: %s; %s", task.name, res.message,
+             ", ".join(f"{k} {v:.2f}s" for k, v in solution.timings.items()))
 
 
 def failed_result(task: FrameTask, message: str, error: str) -> FrameResult:

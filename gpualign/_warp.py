@@ -25,7 +25,7 @@ from ._transform import Transform
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["WarpResult", "warp", "kernel_reach", "default_threads"]
+__all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for"]
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
 
@@ -108,6 +108,84 @@ def prefilter(
     return out
 
 
+def _bits_present(m: np.ndarray) -> int:
+    """OR of all values of an integer or bool mask, as the bits of its uint64 cast."""
+    if m.size == 0:
+        return 0
+    if m.dtype == bool:
+        return int(bool(m.any()))
+    # Negative values of signed masks sign-extend, as astype(uint64) does.
+    return int(np.bitwise_or.reduce(m, axis=None)) & (2**64 - 1)
+
+
+def _bit_plane(xp: Any, m: Any, bit: int) -> Any:
+    """Bit ``bit`` of the uint64 cast of device mask ``m``, as uint8 0/1."""
+    if m.dtype == xp.bool_:
+        return m.astype(xp.uint8)
+    if bit >= m.dtype.itemsize * 8:  # only sign-extended bits of negative values
+        return (m < 0).astype(xp.uint8)
+    return ((m >> bit) & 1).astype(xp.uint8)
+
+
+#: Most output pixels per tile on a GPU (when its free memory allows).
+GPU_TILE_PIXELS = 1 << 24
+#: Fraction of the free device memory that one tile's temporaries may use.
+GPU_TILE_MEMORY_FRACTION = 0.25
+
+
+def tile_rows_for(
+    backend: Backend, ny: int, nx: int, *, dtype: Any = np.float32, n_planes: int = 0,
+    has_bad: bool = False, mask_itemsize: int = 0,
+) -> int:
+    """Output rows per warp tile.
+
+    On NumPy, about :data:`TILE_PIXELS` pixels (tiles feed the CPU threads). On a
+    GPU, as many rows as fit in :data:`GPU_TILE_MEMORY_FRACTION` of the free device
+    memory (``backend.free_memory()``, read after the resident arrays exist), at
+    most :data:`GPU_TILE_PIXELS` pixels: per output pixel a tile holds the [sy, sx]
+    coordinates (16 bytes), the inside masks and comparison temporaries (~8), the
+    sampled values and their ``where`` copy (2 x itemsize), and per mask bit plane
+    its sample and the accumulated bits. The tiling never changes the pixels.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where the warp runs.
+    ny, nx : int
+        Output shape.
+    dtype : dtype
+        Output data type.
+    n_planes : int
+        Mask bit planes resampled alongside.
+    has_bad : bool
+        Whether the source has invalid pixels (one more order-0 sample per pixel).
+    mask_itemsize : int
+        Bytes per pixel of the output mask.
+
+    Returns
+    -------
+    int
+        Rows per tile, at least 1.
+    """
+    nx = max(int(nx), 1)
+    if not backend.is_gpu:
+        return max(8, TILE_PIXELS // nx)
+    per_pixel = 24 + 2 * np.dtype(dtype).itemsize + (2 if has_bad else 0)
+    if n_planes:
+        per_pixel += 2 + 4 * max(int(mask_itemsize), 1)
+    try:
+        free = int(backend.free_memory())
+    except Exception:  # a device that cannot say: the CPU tile size
+        free = 0
+    if free <= 0:
+        return max(8, TILE_PIXELS // nx)
+    fit = int(free * GPU_TILE_MEMORY_FRACTION) // (per_pixel * nx)
+    rows = max(1, min(fit, GPU_TILE_PIXELS // nx, max(int(ny), 1)))
+    log.debug("warp tiles on %s: %d rows of %d px (%.0f MB free, %d B/px)",
+              backend.name, rows, nx, free / 2**20, per_pixel)
+    return rows
+
+
 _FUSED_STATUS: dict[int, bool] = {}
 
 
@@ -173,6 +251,7 @@ def warp(
     threads: int | None = None,
     method: str = "auto",
     overwrite_input: bool = False,
+    sink: Any = None,
 ) -> WarpResult:
     """Resample ``image`` onto a grid of ``output_shape`` through ``transform``.
 
@@ -207,6 +286,13 @@ def warp(
         Let the spline prefilter work in ``image``'s memory when it is a writeable
         float32 C-contiguous array (saves one full-frame array; ``image`` is then
         garbage).
+    sink : callable, optional
+        ``sink(y0, y1, data, footprint, mask)``, called with each finished tile of
+        output rows ``y0:y1`` as host arrays (``mask`` None without a mask), from
+        the tile threads (it must be thread-safe); the output is then never held
+        whole (e.g. written tile by tile into a file, :mod:`gpualign._fitsout`) and
+        the returned WarpResult holds None. The tiles' pixels are exactly those of
+        the in-memory output.
 
     Returns
     -------
@@ -222,15 +308,15 @@ def warp(
     host = np.ascontiguousarray(image, dtype=np.float32)
     src = backend.to_device(host)
     sh, sw = host.shape
-    bad_host = ~np.isfinite(host)
-    has_bad = bool(bad_host.any())
+    bad = ~xp.isfinite(src)  # on the device: the image crosses over once, nothing else
+    has_bad = bool(bad.any())
     reach = kernel_reach(order)
     size = 2 * reach + 1
     bad_grown = None
     if has_bad:
-        bad = backend.to_device(bad_host)
         src = fill_invalid(backend, src, bad)
         bad_grown = ndi.maximum_filter(bad.astype(xp.uint8), size=size, mode="nearest")
+    del bad
     # After fill_invalid, src is a private array: filter it in place.
     coeffs = prefilter(backend, src, order, threads, overwrite=overwrite_input or has_bad)
     del src
@@ -241,16 +327,23 @@ def warp(
         if m.shape != host.shape:
             raise ValueError(f"mask shape {m.shape} differs from image shape {host.shape}")
         mask_dtype = np.uint8 if m.dtype == bool else m.dtype
-        m_int = m.astype(np.uint64)
-        for bit in range(64):
-            plane = (m_int >> np.uint64(bit)) & np.uint64(1)
-            if plane.any():
-                dev = backend.to_device(plane.astype(np.uint8))
-                planes.append((bit, ndi.maximum_filter(dev, size=size, mode="nearest")))
-    out = xp.empty((ny, nx), dtype=dtype)
-    foot = xp.empty((ny, nx), dtype=bool)
-    out_mask = xp.zeros((ny, nx), dtype=mask_dtype) if mask is not None else None
-    rows = tile_rows or max(8, TILE_PIXELS // max(nx, 1))
+        if m.dtype.kind not in "biu":
+            m = m.astype(np.uint64)
+        present = _bits_present(m)
+        if present:
+            m_dev = backend.to_device(np.ascontiguousarray(m))  # once; planes on the device
+            for bit in range(64):
+                if present >> bit & 1:
+                    plane = _bit_plane(xp, m_dev, bit)
+                    planes.append((bit, ndi.maximum_filter(plane, size=size, mode="nearest")))
+            del m_dev
+    whole = (0, 0) if sink is not None else (ny, nx)  # with a sink: per-tile buffers
+    out = xp.empty(whole, dtype=dtype)
+    foot = xp.empty(whole, dtype=bool)
+    out_mask = xp.zeros(whole, dtype=mask_dtype) if mask is not None else None
+    rows = tile_rows or tile_rows_for(
+        backend, ny, nx, dtype=dtype, n_planes=len(planes), has_bad=bad_grown is not None,
+        mask_itemsize=np.dtype(mask_dtype).itemsize if mask_dtype is not None else 0)
     fill = xp.asarray(cval, dtype=dtype)
 
     fused = _use_fused(backend, method)
@@ -272,6 +365,12 @@ def warp(
     def do_tile(y0: int) -> None:
         y1 = min(y0 + rows, ny)
         coords = None
+        if sink is None:
+            o, f = out[y0:y1], foot[y0:y1]
+            m = out_mask[y0:y1] if out_mask is not None else None
+        else:
+            o, f = xp.empty((y1 - y0, nx), dtype=dtype), xp.empty((y1 - y0, nx), dtype=bool)
+            m = xp.zeros((y1 - y0, nx), dtype=mask_dtype) if mask is not None else None
         if fused:
             # One kernel computes each pixel's source position and samples it.
             from ._backend import _kernels
@@ -285,8 +384,8 @@ def warp(
         else:
             coords, inside = tile_coords(y0, y1)
             # float32 output: sampled straight into the output rows, no temporary.
-            direct = out.dtype == xp.float32
-            vals = out[y0:y1] if direct else xp.empty((y1 - y0, nx), dtype=xp.float32)
+            direct = o.dtype == xp.float32
+            vals = o if direct else xp.empty((y1 - y0, nx), dtype=xp.float32)
             ndi.map_coordinates(
                 coeffs, coords, order=order, mode="mirror", prefilter=False, output=vals
             )
@@ -296,24 +395,34 @@ def warp(
             hit = ndi.map_coordinates(bad_grown, coords, order=0, mode="nearest")
             inside &= hit == 0
         if not direct:
-            out[y0:y1] = xp.where(inside, vals.astype(dtype, copy=False), fill)
+            o[...] = xp.where(inside, vals.astype(dtype, copy=False), fill)
         elif not bool(inside.all()):
-            out[y0:y1] = xp.where(inside, vals, fill)
-        foot[y0:y1] = inside
-        if out_mask is not None:
+            o[...] = xp.where(inside, vals, fill)
+        f[...] = inside
+        if m is not None:
             acc = xp.zeros(inside.shape, dtype=mask_dtype)
             for bit, plane in planes:
                 hit = ndi.map_coordinates(plane, coords, order=0, mode="nearest")
                 acc |= (hit.astype(mask_dtype) << bit) if bit else hit.astype(mask_dtype)
-            out_mask[y0:y1] = acc
+            m[...] = acc
+        if sink is not None:
+            sink(y0, y1, backend.to_host(o), backend.to_host(f),
+                 None if m is None else backend.to_host(m))
+
+    from ._progress import progress
 
     starts = list(range(0, ny, rows))
-    if threads > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(do_tile, starts))
-    else:
-        for y0 in starts:
-            do_tile(y0)
+    with progress(len(starts), "warp", unit="tiles", min_total=64) as advance:
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                for _ in pool.map(do_tile, starts):
+                    advance()
+        else:
+            for y0 in starts:
+                do_tile(y0)
+                advance()
+    if sink is not None:
+        return WarpResult(None, None, None)  # type: ignore[arg-type]
     host_mask = None
     if out_mask is not None:
         host_mask = backend.to_host(out_mask)
