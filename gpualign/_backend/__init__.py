@@ -190,14 +190,21 @@ def get_backend(name: str | Backend = "auto") -> Backend:
     return backend
 
 
+def _cuda_version(code: int) -> str:
+    """``12090`` (CUDA's encoding) -> ``"12.9 (12090)"``."""
+    code = int(code)
+    return f"{code // 1000}.{code % 1000 // 10} ({code})"
+
+
 def backend_report() -> dict[str, str]:
     """Describe the backend ``"auto"`` would pick, with versions and device.
 
     Returns
     -------
     dict
-        Keys ``backend``, ``reason``, ``device``, ``numpy``, ``scipy`` and, when CuPy
-        imports, ``cupy`` and ``cuda_runtime``.
+        Keys ``backend``, ``reason``, ``device`` (name and memory on a GPU),
+        ``numpy``, ``scipy`` and, when CuPy imports, ``cupy``, ``cuda_runtime`` and
+        ``cuda_driver``.
     """
     backend = get_backend("auto")
     report = {
@@ -210,10 +217,12 @@ def backend_report() -> dict[str, str]:
     try:
         cp, _ = _import_cupy()
         report["cupy"] = cp.__version__
-        try:
-            report["cuda_runtime"] = str(cp.cuda.runtime.runtimeGetVersion())
-        except Exception as exc:
-            report["cuda_runtime"] = f"unavailable ({type(exc).__name__})"
+        for key, getter in (("cuda_runtime", "runtimeGetVersion"),
+                            ("cuda_driver", "driverGetVersion")):
+            try:
+                report[key] = _cuda_version(getattr(cp.cuda.runtime, getter)())
+            except Exception as exc:
+                report[key] = f"unavailable ({type(exc).__name__})"
     except Exception:
         report["cupy"] = "not installed"
     return report
