@@ -495,6 +495,14 @@ def apply_transform(
     return AlignResult(res.data, res.footprint, res.mask, solution, be.name)
 
 
+def _find_transform_options() -> set[str]:
+    """Keyword options :func:`align` passes on to :func:`find_transform`."""
+    import inspect
+
+    params = inspect.signature(find_transform).parameters
+    return {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def align(
     source: Any,
     template: Any,
@@ -548,6 +556,9 @@ def align(
     >>> result.data.shape
     (512, 512)
     """
+    unknown = sorted(set(find_kwargs) - _find_transform_options())
+    if unknown:
+        raise TypeError(f"align() got an unexpected keyword argument {unknown[0]!r}")
     be = get_backend(backend)
     t0 = time.perf_counter()
     sep_thresh = find_kwargs.pop("sep_thresh", 5.0)

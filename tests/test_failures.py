@@ -319,3 +319,11 @@ def test_cli_traceback_only_with_vv(args, code, files, tmp_path, restore_gpualig
     assert "Traceback (most recent call last)" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("gpualign: error: ")
     assert not out.exists()
+
+
+def test_misspelt_option_names_the_public_function():
+    """A typo in an option is reported against align(), not an internal function."""
+    img = np.zeros((64, 64), np.float32)
+    with pytest.raises(TypeError, match=r"align\(\) got an unexpected keyword argument "
+                                        r"'max_match_dst'"):
+        gpualign.align(img, img, max_match_dst=3.0)
