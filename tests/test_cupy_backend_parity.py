@@ -320,3 +320,59 @@ def test_hidden_round_trip_fails_the_transfer_check(gpu, cp, sim, monkeypatch):
         assert_images_cross_once(cp, sim.source.shape, sim.template.shape,
                                  uploads=["float32"], downloads=["float32", "bool"])
 
+
+
+def test_cli_batch_backend_cupy(cp, sim, tmp_path, monkeypatch, restore_gpualign_logger):
+    """A batch (several sources, one output directory) on the device, as on NumPy."""
+    from gpualign import _frames
+
+    monkeypatch.setattr(_frames, "_backends", {})  # no stand-in backend cached past this test
+    fits.writeto(tmp_path / "t.fits", sim.template)
+    srcs = []
+    for k, flip in enumerate((False, True)):  # the second frame is mirrored
+        path = tmp_path / f"s{k}.fits"
+        fits.writeto(path, sim.source[:, ::-1] if flip else sim.source)
+        srcs.append(str(path))
+    outs = {}
+    for be in ("numpy", "cupy"):
+        outdir = tmp_path / be
+        res = CliRunner().invoke(app, ["align", *srcs, "-t", str(tmp_path / "t.fits"), "-o",
+                                       str(outdir), "--backend", be, "-q"])
+        assert res.exit_code == 0, res.output
+        outs[be] = {p.name: fits.getdata(p) for p in sorted(outdir.glob("*.fits"))}
+        for p in outdir.glob("*.fits"):
+            assert fits.getheader(p)["GA_BACK"] == be
+    assert list(outs["cupy"]) == list(outs["numpy"]) == ["s0_aligned.fits", "s1_aligned.fits"]
+    for name, data in outs["cupy"].items():
+        np.testing.assert_array_equal(data, outs["numpy"][name])
+        both = np.isfinite(data)
+        assert np.corrcoef(data[both], sim.template[both])[0, 1] > 0.9  # on the template
+
+
+def test_streamed_tiles_on_the_device(gpu, cp, sim, bitmask, solve_pair):
+    """warp(sink=...) (big outputs written tile by tile): each tile comes back once."""
+    t = solve_pair(sim).transform
+    ref = _warp.warp(sim.source, t, (512, 512), backend=gpualign.get_backend("numpy"),
+                     order=3, mask=bitmask)
+    got = {"data": np.zeros((512, 512), np.float32), "foot": np.zeros((512, 512), bool),
+           "mask": np.zeros((512, 512), np.uint16)}
+    rows: list[tuple[int, int]] = []
+
+    def sink(y0, y1, data, foot, mask):
+        assert isinstance(data, np.ndarray) and isinstance(mask, np.ndarray)
+        rows.append((y0, y1))
+        got["data"][y0:y1], got["foot"][y0:y1], got["mask"][y0:y1] = data, foot, mask
+
+    cp.transfers.reset()
+    _warp.warp(sim.source, t, (512, 512), backend=gpu, order=3, mask=bitmask, sink=sink,
+               tile_rows=100)
+    assert sorted(rows) == [(a, min(a + 100, 512)) for a in range(0, 512, 100)]
+    np.testing.assert_array_equal(got["data"], ref.data)
+    np.testing.assert_array_equal(got["foot"], ref.footprint)
+    np.testing.assert_array_equal(got["mask"], ref.mask)
+    # Each tile's data, footprint and mask come back once; no full frame does.
+    downs = sorted((t.dtype, t.shape) for t in cp.transfers.select("d2h") if len(t.shape) == 2)
+    want = sorted((d, (b - a, 512)) for a, b in rows for d in ("float32", "bool", "uint16"))
+    assert downs == want, cp.transfers.summary()
+    assert_images_cross_once(cp, (512, 512), (512, 512), uploads=["float32", "uint16"],
+                             downloads=[])
