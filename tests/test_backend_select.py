@@ -185,3 +185,18 @@ def test_info_without_cupy(no_cupy, restore_gpualign_logger):
     assert info["cupy"] == "not installed"
     assert "CuPy cannot be imported" in info["reason"]
     assert "cuda_runtime" not in info
+
+
+def test_free_memory_counts_the_pool_and_its_limit(cp, monkeypatch):
+    """Tiles and chunks are sized from what allocations can really get."""
+    backend = gpualign.get_backend("cupy")
+    with cp.configure(free_memory=3 * 2**30):
+        assert backend.free_memory() == 3 * 2**30
+        pool = cp.get_default_memory_pool()
+        # Blocks the pool caches count as free (the driver counts them as used) ...
+        monkeypatch.setattr(type(pool), "free_bytes", lambda self: 2**30)
+        monkeypatch.setattr(type(pool), "used_bytes", lambda self: 5 * 2**29)
+        assert backend.free_memory() == 4 * 2**30
+        # ... and a pool limit caps the answer at what is left under it.
+        monkeypatch.setattr(type(pool), "get_limit", lambda self: 3 * 2**30)
+        assert backend.free_memory() == 3 * 2**30 - 5 * 2**29

@@ -103,6 +103,24 @@ def _import_cupy() -> tuple[ModuleType, ModuleType]:
     return cupy, cupyx.scipy.ndimage
 
 
+def _cupy_free_memory(cp: ModuleType) -> int:
+    """Bytes the next allocations can get: free on the device plus the pool's cached blocks.
+
+    CuPy's memory pool keeps freed blocks, which the driver counts as used; they are
+    free to gpualign. A pool limit (``set_limit``) caps the answer.
+    """
+    free = int(cp.cuda.Device().mem_info[0])
+    try:
+        pool = cp.get_default_memory_pool()
+        free += int(pool.free_bytes())
+        limit = int(pool.get_limit())
+        if limit > 0:
+            free = min(free, max(0, limit - int(pool.used_bytes())))
+    except Exception:  # pragma: no cover - a pool without these methods
+        pass
+    return free
+
+
 def _cupy_backend() -> Backend:
     """Build the CuPy backend or raise :class:`BackendUnavailable` saying why."""
     try:
@@ -143,7 +161,7 @@ def _cupy_backend() -> Backend:
         to_host=cp.asnumpy,
         reason=f"CuPy {cp.__version__} with a CUDA device",
         device=device,
-        free_memory=lambda: int(cp.cuda.Device().mem_info[0]),
+        free_memory=lambda: _cupy_free_memory(cp),
     )
 
 
