@@ -198,7 +198,9 @@ def _use_fused(backend: Backend, method: str) -> bool:
             raise ValueError("the fused kernel needs the cupy backend")
         return False
     key = id(backend.xp)
-    if key not in _FUSED_STATUS:
+    # "fused" asked for explicitly re-raises why it cannot run, even when "auto" has
+    # already found out and fallen back.
+    if key not in _FUSED_STATUS or (method == "fused" and not _FUSED_STATUS[key]):
         from ._backend import _kernels
 
         try:

@@ -376,3 +376,20 @@ def test_streamed_tiles_on_the_device(gpu, cp, sim, bitmask, solve_pair):
     assert downs == want, cp.transfers.summary()
     assert_images_cross_once(cp, (512, 512), (512, 512), uploads=["float32", "uint16"],
                              downloads=[])
+
+
+def test_fused_kernel_falls_back_cleanly_on_the_stand_in(gpu, cp, sim, solve_pair, caplog,
+                                                         monkeypatch):
+    """No RawModule on the stand-in: "auto" warps through cupyx and says so once."""
+    monkeypatch.setattr(_warp, "_FUSED_STATUS", {})
+    t = solve_pair(sim).transform
+    ref = _warp.warp(sim.source, t, (256, 300), backend=gpualign.get_backend("numpy"), order=1)
+    with caplog.at_level("INFO", logger="gpualign"):
+        a = _warp.warp(sim.source, t, (256, 300), backend=gpu, order=1)
+        b = _warp.warp(sim.source, t, (256, 300), backend=gpu, order=1, method="ndimage")
+    lines = [r.getMessage() for r in caplog.records if "fused kernel unavailable" in r.getMessage()]
+    assert len(lines) == 1 and "cupyx.scipy.ndimage" in lines[0]
+    _assert_same_pixels(a, ref)
+    _assert_same_pixels(b, ref)
+    with pytest.raises(Exception, match="RawModule"):  # asked for explicitly: no silent swap
+        _warp.warp(sim.source, t, (256, 300), backend=gpu, order=1, method="fused")
