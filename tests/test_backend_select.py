@@ -37,6 +37,13 @@ def no_cupy(monkeypatch):
     monkeypatch.setattr(backend_module, "_import_cupy", _missing)
 
 
+@pytest.fixture(autouse=True)
+def propagating_logger(restore_gpualign_logger):
+    """caplog sees gpualign's records even after a CLI test configured the logger."""
+    restore_gpualign_logger.handlers[:] = []
+    restore_gpualign_logger.propagate = True
+
+
 def _auto(caplog) -> tuple[gpualign.Backend, str]:
     """get_backend("auto") and its single log line."""
     caplog.clear()

@@ -379,8 +379,10 @@ def test_streamed_tiles_on_the_device(gpu, cp, sim, bitmask, solve_pair):
 
 
 def test_fused_kernel_falls_back_cleanly_on_the_stand_in(gpu, cp, sim, solve_pair, caplog,
-                                                         monkeypatch):
+                                                         monkeypatch, restore_gpualign_logger):
     """No RawModule on the stand-in: "auto" warps through cupyx and says so once."""
+    restore_gpualign_logger.handlers[:] = []  # a CLI test may have configured it
+    restore_gpualign_logger.propagate = True
     monkeypatch.setattr(_warp, "_FUSED_STATUS", {})
     t = solve_pair(sim).transform
     ref = _warp.warp(sim.source, t, (256, 300), backend=gpualign.get_backend("numpy"), order=1)
