@@ -16,6 +16,7 @@ from ._errors import InputError, NoOverlap, TooFewStars
 from ._fit import choose_degree, robust_fit
 from ._io import load_image
 from ._match import cross_match, quad_match
+from ._models import check_model, robust_fit_model, select_model
 from ._neighbours import NeighbourIndex
 from ._transform import Transform
 from ._warp import warp
@@ -61,6 +62,21 @@ class Solution:
     source_shape: tuple[int, int] | None
     template_shape: tuple[int, int] | None
     timings: dict[str, float] = field(default_factory=dict)
+    model: str = "affine"
+    model_scores: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: Any) -> None:
+        """Write this solution to a JSON file (exact round trip, see :meth:`load`)."""
+        from ._transform_io import save_solution
+
+        save_solution(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> Solution:
+        """Read a solution written by :meth:`save` (or a bare transform file)."""
+        from ._transform_io import load_solution
+
+        return load_solution(path)
 
 
 @dataclass
@@ -213,6 +229,7 @@ def find_transform(
     min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
+    transform: str = "auto",
     backend: str | Backend = "auto",
 ) -> Solution:
     """Find the mapping between a source and a template from their stars.
@@ -250,6 +267,11 @@ def find_transform(
         it by cross-validation on held-out matches.
     allow_mirror : bool
         Try a mirror-image source too.
+    transform : {"auto", "similarity", "affine"}
+        Linear model under the distortion surfaces: rotation + one scale + shift, or
+        the full affine (shear, anisotropic scale); ``"auto"`` keeps the similarity
+        unless held-out stars are predicted significantly better by the affine
+        (:func:`gpualign._models.choose_model`).
     backend : {"auto", "numpy", "cupy"} or Backend
         Where the neighbour queries of the matching run.
 
@@ -270,7 +292,8 @@ def find_transform(
         max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
         patience_quad_cand=patience_quad_cand, quad_edge_buffer=quad_edge_buffer,
         sub_tile=sub_tile, max_match_dist=max_match_dist, min_n_match=min_n_match,
-        spline_order=spline_order, allow_mirror=allow_mirror, backend=backend,
+        spline_order=spline_order, allow_mirror=allow_mirror, transform=transform,
+        backend=backend,
     )
 
 
@@ -294,6 +317,7 @@ def solve(
     min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
+    transform: str = "auto",
     backend: str | Backend | None = None,
 ) -> Solution:
     """Match and fit two catalogues (the part of :func:`find_transform` after detection).
@@ -307,6 +331,7 @@ def solve(
         max_quad_cand=max_quad_cand, patience_quad_cand=patience_quad_cand,
         quad_edge_buffer=quad_edge_buffer, sub_tile=sub_tile, max_match_dist=max_match_dist,
         min_n_match=min_n_match, spline_order=spline_order))
+    transform = check_model(transform)
     be = None if backend is None else get_backend(backend)
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
@@ -356,14 +381,17 @@ def solve(
                        tol=tol, **rkw)
         if len(more[1]) > len(inl_t):
             t, inl_t, inl_s, inl_sig, degree, scores, tol = more
+    t, model, model_scores = select_model(transform, t, inl_t, inl_s, inl_sig, degree,
+                                          _norm_for(tmpl))
     inv_norm = _norm_for(src)
-    inverse, _ = robust_fit(inl_s, inl_t, inl_sig, degree, inv_norm, clip_sigma=np.inf)
+    inverse, _ = robust_fit_model(model, inl_s, inl_t, inl_sig, degree, inv_norm,
+                                  mirrored=qs.mirrored, clip_sigma=np.inf)
     _check_overlap(t, src.shape, tmpl.shape)
     timings["fit"] = time.perf_counter() - t1
     stats = fit_statistics(inverse, inl_t, inl_s)
     return Solution(
         t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
-        src_cat.shape, tmpl_cat.shape, timings,
+        src_cat.shape, tmpl_cat.shape, timings, model, model_scores,
     )
 
 

@@ -167,6 +167,19 @@ class Transform:
             "clip": [float(c) for c in self.clip],
         }
 
+    def save(self, path: Any) -> None:
+        """Write this transform to a JSON file (exact round trip, see :meth:`load`)."""
+        from ._transform_io import save_transform
+
+        save_transform(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> Transform:
+        """Read the transform of a file written by :meth:`save` or ``Solution.save``."""
+        from ._transform_io import load_transform
+
+        return load_transform(path)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Transform:
         """Inverse of :meth:`to_dict`."""

@@ -128,6 +128,10 @@ def align(
         typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
     ] = None,
     no_mirror: Annotated[bool, typer.Option(help="Do not try a mirror-image source.")] = False,
+    transform: Annotated[
+        str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
+                          "the stars need more).")
+    ] = "auto",
     interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
     cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
@@ -161,6 +165,7 @@ def align(
         patience_quad_cand=patience_quad_cand, quad_edge_buffer=quad_edge_buffer,
         sub_tile=sub_tile, max_match_dist=max_match_dist, min_n_match=min_n_match,
         spline_order=0 if simple else spline_order, allow_mirror=not no_mirror,
+        transform=transform,
     )
     try:
         run_align(
