@@ -1,0 +1,205 @@
+"""NaN-safe resampling: NaN/inf source pixels never spread beyond the kernel's reach.
+
+For every interpolation order 0-5 and each kind of bad region (columns, round blobs,
+NaN borders as left by an earlier reprojection, scattered +/-inf pixels), the region
+the output must leave empty is computed here by brute force from the truth mapping:
+the output pixels whose nearest source pixel is bad (the bad area's image; these must
+be NaN, no invented data) and those whose nearest source pixel is within the kernel's
+reach (Chebyshev distance ``kernel_reach(order)``) of a bad pixel (the image grown by
+the reach; NaN may not go beyond it). The footprint must be exactly the inside test
+minus that grown region, and the valid pixels far from any bad one must equal the
+resampling of the clean image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import gpualign
+from gpualign._detect import detect
+from gpualign._transform import Transform
+from gpualign._warp import kernel_reach, warp
+
+SRC = (150, 170)
+OUT = (160, 160)
+
+
+def truth_transform() -> Transform:
+    """Rotation 17 deg, scale 1.04, shift, plus a cubic distortion (template -> source)."""
+    th = np.deg2rad(17.0)
+    lin = 1.04 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    m = np.column_stack([lin, [12.3, -18.7]])
+    coeffs = np.zeros((2, 4, 4))
+    coeffs[0, 2, 0], coeffs[0, 1, 1], coeffs[1, 0, 2], coeffs[1, 3, 0] = 1.3, -0.7, 0.9, 0.4
+    return Transform(m, coeffs, (79.5, 79.5, 80.0, 80.0), (-1.2, 1.2, -1.2, 1.2))
+
+
+def clean_source() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:SRC[0], 0:SRC[1]].astype(float)
+    img = 100 + 20 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    for x0, y0, f in zip(rng.uniform(0, SRC[1], 40), rng.uniform(0, SRC[0], 40),
+                         rng.uniform(200, 2000, 40), strict=True):
+        img += f * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.5**2))
+    return img.astype(np.float32)
+
+
+def bad_regions(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bad mask, values to put there) for one kind of defect."""
+    bad = np.zeros(SRC, bool)
+    val = np.full(SRC, np.nan, np.float32)
+    if kind == "columns":
+        bad[:, 40:43] = True
+        bad[20:120, 101] = True
+    elif kind == "blobs":
+        yy, xx = np.mgrid[0:SRC[0], 0:SRC[1]]
+        bad |= (xx - 60) ** 2 + (yy - 50) ** 2 <= 9**2
+        bad |= (xx - 120) ** 2 + (yy - 110) ** 2 <= 4**2
+    elif kind == "border":
+        bad[:, :12] = True
+        bad[:9, :] = True
+        bad[-5:, :] = True
+    elif kind == "inf":
+        rng = np.random.default_rng(2)
+        idx = rng.choice(bad.size, 40, replace=False)
+        bad.flat[idx] = True
+        val.flat[idx[:20]] = np.inf
+        val.flat[idx[20:]] = -np.inf
+    return bad, val
+
+
+def expected_regions(t: Transform, bad: np.ndarray, order: int):
+    """Inside test, bad area's image and its growth by the kernel reach, by brute force."""
+    yy, xx = np.mgrid[0:OUT[0], 0:OUT[1]].astype(float)
+    sx, sy = t(xx, yy)
+    h, w = bad.shape
+    inside = (sx >= -0.5) & (sx <= w - 0.5) & (sy >= -0.5) & (sy <= h - 0.5)
+    ix = np.clip(np.rint(sx), 0, w - 1).astype(int)
+    iy = np.clip(np.rint(sy), 0, h - 1).astype(int)
+    # chessboard distance from every source pixel to the nearest bad pixel
+    dist = ndimage.distance_transform_cdt(~bad, metric="chessboard") if bad.any() else \
+        np.full(bad.shape, 10**6)
+    image = inside & bad[iy, ix]
+    grown = inside & (dist[iy, ix] <= kernel_reach(order))
+    far = inside & (dist[iy, ix] > kernel_reach(order) + 12)
+    return inside, image, grown, far
+
+
+KINDS = ["columns", "blobs", "border", "inf"]
+
+
+@pytest.fixture(scope="module")
+def clean_outputs():
+    be = gpualign.get_backend("numpy")
+    src = clean_source()
+    return {o: warp(src, truth_transform(), OUT, backend=be, order=o).data for o in range(6)}
+
+
+@pytest.mark.parametrize("order", range(6))
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_pixels_do_not_spread(kind, order, clean_outputs):
+    t = truth_transform()
+    src = clean_source()
+    bad, val = bad_regions(kind)
+    src[bad] = val[bad]
+    before = src.copy()
+    res = warp(src, t, OUT, backend=gpualign.get_backend("numpy"), order=order)
+    np.testing.assert_array_equal(src, before)  # input untouched
+    inside, image, grown, far = expected_regions(t, bad, order)
+    assert image.sum() > 20  # the defect is seen on the output grid
+    nan = ~np.isfinite(res.data)
+    assert not np.isinf(res.data).any()
+    # covers the bad area's image (no invented data) ...
+    assert nan[image].all()
+    # ... and goes no further than that image grown by the kernel's reach
+    assert not (nan & inside & ~grown).any()
+    assert nan.sum() <= grown.sum() + (~inside).sum()
+    # the footprint says exactly which pixels came from valid source data
+    np.testing.assert_array_equal(res.footprint, inside & ~grown)
+    np.testing.assert_array_equal(res.footprint, ~nan)
+    # valid pixels far from any bad pixel are those of the clean image
+    np.testing.assert_allclose(res.data[far], clean_outputs[order][far], rtol=2e-4, atol=0.02)
+    # and valid pixels next to the defect are finite and plausible (no ringing blow-up)
+    near = res.footprint & ~far
+    lo, hi = clean_outputs[order][inside].min(), clean_outputs[order][inside].max()
+    span = hi - lo
+    assert np.all((res.data[near] > lo - 0.5 * span) & (res.data[near] < hi + 0.5 * span))
+
+
+@pytest.mark.parametrize("order", [0, 3, 5])
+def test_cval_fills_exactly_the_empty_region(order):
+    t = truth_transform()
+    src = clean_source()
+    bad, val = bad_regions("blobs")
+    src[bad] = val[bad]
+    res = warp(src, t, OUT, backend=gpualign.get_backend("numpy"), order=order, cval=-7.0)
+    inside, _, grown, _ = expected_regions(t, bad, order)
+    assert np.isfinite(res.data).all()
+    np.testing.assert_array_equal(res.data == -7.0, ~(inside & ~grown))
+
+
+def test_four_percent_nan_stays_about_four_percent():
+    """The spalipy case: ~4% NaN in the source must not become most of the output."""
+    t = truth_transform()
+    src = clean_source()
+    rng = np.random.default_rng(5)
+    bad = np.zeros(SRC, bool)
+    for x in rng.choice(SRC[1], 6, replace=False):  # 1-px columns, the worst case
+        bad[:, x] = True
+    src[bad] = np.nan
+    assert 0.03 < bad.mean() < 0.05
+    for order in range(6):
+        res = warp(src, t, OUT, backend=gpualign.get_backend("numpy"), order=order)
+        inside, image, grown, _ = expected_regions(t, bad, order)
+        lost = (~res.footprint & inside).sum() / inside.sum()
+        assert lost <= (2 * kernel_reach(order) + 1) * 0.05, (order, lost)
+
+
+@pytest.fixture(scope="module")
+def nan_pair(make_pair):
+    return make_pair((512, 512), shift=(5.3, -2.7), rotation_deg=25.0, n_stars=800,
+                     nan_fraction=0.05, seed=10)
+
+
+def test_detection_ignores_nan_regions(nan_pair):
+    pair = nan_pair
+    bad = ~np.isfinite(pair.source)
+    cat = detect(pair.source)
+    assert len(cat) > 100
+    ix, iy = np.rint(cat.x).astype(int), np.rint(cat.y).astype(int)
+    assert not bad[iy, ix].any()  # nothing detected on the NaN pixels
+    # every detection is a real star (no spurious sources along the NaN edges)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pair.source_xy).query(cat.xy)
+    assert d.max() < 2.0, np.sort(d)[-10:]  # (the few > 0.5 px are blends)
+    assert np.mean(d < 1.0) >= 0.95
+    # and the same stars are found as in the image with the NaN pixels filled
+    clean = detect(np.where(bad, np.nanmedian(pair.source), pair.source))
+    dist = ndimage.distance_transform_edt(~bad)
+    far = dist[np.rint(clean.y).astype(int), np.rint(clean.x).astype(int)] > 10
+    d2, _ = cKDTree(cat.xy).query(clean.xy[far])
+    assert np.mean(d2 < 0.5) >= 0.97
+
+
+@pytest.mark.parametrize("order", range(6))
+def test_pipeline_nan_region_against_truth(order, nan_pair):
+    """Through align(): the empty output region against the truth mapping (1 px slack,
+    the fitted mapping being ~0.01 px from the truth)."""
+    pair = nan_pair
+    bad = ~np.isfinite(pair.source)
+    res = gpualign.align(pair.source, pair.template, backend="numpy", interp_order=order)
+    yy, xx = np.mgrid[0:512, 0:512].astype(float)
+    sx, sy = pair.mapping(xx, yy)
+    h, w = bad.shape
+    inside = (sx >= 0.5) & (sx <= w - 1.5) & (sy >= 0.5) & (sy <= h - 1.5)
+    ix = np.clip(np.rint(sx), 0, w - 1).astype(int)
+    iy = np.clip(np.rint(sy), 0, h - 1).astype(int)
+    dist = ndimage.distance_transform_cdt(~bad, metric="chessboard")
+    nan = np.isnan(res.data)
+    np.testing.assert_array_equal(nan, ~res.footprint)
+    assert nan[inside & (dist[iy, ix] == 0) & (ndimage.binary_erosion(bad)[iy, ix])].all()
+    assert not (nan & inside & (dist[iy, ix] > kernel_reach(order) + 1)).any()
+    assert (nan & inside).mean() <= 0.05 * (2 * kernel_reach(order) + 1)
