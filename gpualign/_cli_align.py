@@ -99,6 +99,10 @@ def _with_shape(cat: Catalog, shape: tuple[int, int]) -> Catalog:
     return Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, tuple(shape))
 
 
+#: Templates of at least this many pixels are detected before the source is read.
+SEQUENTIAL_DETECT_PIXELS = 1 << 27
+
+
 def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None,
               shape: tuple[int, int], out_path: Path, *, source_cat: Path | None,
               source_ext: str | None, interp_order: int, cval: float, backend: Any,
@@ -114,10 +118,16 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     if out_path.exists() and not overwrite:
         raise InputError(f"output {out_path} exists", hint="use --overwrite to replace it")
     t0 = time.perf_counter()
-    data, _, mask = load_image(source, source_ext, name="source")
     opts = dict(options)
     flux_col = opts.pop("flux_col", None)
     sep_thresh = opts.pop("sep_thresh", 5.0)
+    if tmpl_cat is None and template_pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
+        # A mosaic: detect the template alone and free it before the source is read,
+        # so that one image (and its detection copy) is in memory at a time.
+        tdata, tmask = template_pixels.pop()
+        tmpl_cat = detect(tdata, sep_thresh=sep_thresh, mask=tmask)
+        del tdata, tmask
+    data, _, mask = load_image(source, source_ext, name="source")
     todo = []
     if tmpl_cat is None:
         todo.append(template_pixels.pop())

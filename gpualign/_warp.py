@@ -28,6 +28,7 @@ log = logging.getLogger("gpualign")
 __all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for"]
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
+COL_BLOCK = 512  # output columns sampled at a time within a row tile (CPU)
 
 
 def default_threads() -> int:
@@ -350,8 +351,8 @@ def warp(
 
     fused = _use_fused(backend, method)
 
-    def tile_coords(y0: int, y1: int) -> tuple[Any, Any]:
-        coords = transform.source_coords(xp, 0, nx, y0, y1)  # [sy, sx]
+    def tile_coords(y0: int, y1: int, x0: int = 0, x1: int = nx) -> tuple[Any, Any]:
+        coords = transform.source_coords(xp, x0, x1, y0, y1)  # [sy, sx]
         sy, sx = coords[0], coords[1]
         lo, hi = -0.5, (sh - 0.5, sw - 0.5)
         # Most tiles lie wholly inside the source: four reductions, no masks.
@@ -364,15 +365,31 @@ def warp(
         inside &= sy <= hi[0]
         return coords, inside
 
+    # On the CPU a row tile is sampled in blocks of columns: the source pixels one
+    # block reads then stay in the cache (whole 16k rows read ~40 MB per tile, and
+    # the gather ran 3-4x slower per pixel than on 8k rows). Same per-pixel maths.
+    cols = nx if fused or backend.name != "numpy" else max(1, COL_BLOCK)
+
     def do_tile(y0: int) -> None:
         y1 = min(y0 + rows, ny)
-        coords = None
         if sink is None:
             o, f = out[y0:y1], foot[y0:y1]
             m = out_mask[y0:y1] if out_mask is not None else None
         else:
             o, f = xp.empty((y1 - y0, nx), dtype=dtype), xp.empty((y1 - y0, nx), dtype=bool)
             m = xp.zeros((y1 - y0, nx), dtype=mask_dtype) if mask is not None else None
+        for x0 in range(0, nx, cols):
+            x1 = min(x0 + cols, nx)
+            whole = x0 == 0 and x1 == nx
+            do_block(y0, y1, x0, x1, o if whole else o[:, x0:x1],
+                     f if whole else f[:, x0:x1],
+                     m if whole or m is None else m[:, x0:x1])
+        if sink is not None:
+            sink(y0, y1, backend.to_host(o), backend.to_host(f),
+                 None if m is None else backend.to_host(m))
+
+    def do_block(y0: int, y1: int, x0: int, x1: int, o: Any, f: Any, m: Any) -> None:
+        coords = None
         if fused:
             # One kernel computes each pixel's source position and samples it.
             from ._backend import _kernels
@@ -384,10 +401,10 @@ def warp(
             if bad_grown is not None or planes:
                 coords, _ = tile_coords(y0, y1)
         else:
-            coords, inside = tile_coords(y0, y1)
+            coords, inside = tile_coords(y0, y1, x0, x1)
             # float32 output: sampled straight into the output rows, no temporary.
             direct = o.dtype == xp.float32
-            vals = o if direct else xp.empty((y1 - y0, nx), dtype=xp.float32)
+            vals = o if direct else xp.empty((y1 - y0, x1 - x0), dtype=xp.float32)
             ndi.map_coordinates(
                 coeffs, coords, order=order, mode="mirror", prefilter=False, output=vals
             )
@@ -407,9 +424,6 @@ def warp(
                 hit = ndi.map_coordinates(plane, coords, order=0, mode="nearest")
                 acc |= (hit.astype(mask_dtype) << bit) if bit else hit.astype(mask_dtype)
             m[...] = acc
-        if sink is not None:
-            sink(y0, y1, backend.to_host(o), backend.to_host(f),
-                 None if m is None else backend.to_host(m))
 
     from ._progress import progress
 
