@@ -12,6 +12,7 @@ from astropy.io import fits
 
 from . import __version__
 from ._backend import get_backend
+from ._bigdetect import STRIP_DETECT_PIXELS, detect_strips
 from ._catalog import Catalog, read_sextractor
 from ._detect import detect, detect_many
 from ._errors import GpuAlignError, InputError
@@ -133,13 +134,15 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
         todo.append(template_pixels.pop())
     if source_cat is not None:
         cat = read_sextractor(source_cat, flux_col=flux_col, shape=data.shape)
+    elif data.size > STRIP_DETECT_PIXELS:  # too big for a whole detection copy
+        cat = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
     else:
         todo.append((data, mask))
     found = detect_many(todo, sep_thresh=sep_thresh) if todo else []
     todo.clear()
     if tmpl_cat is None:
         tmpl_cat = found.pop(0)
-    if source_cat is None:
+    if found:
         cat = found.pop(0)
     timings = {"read+detect": time.perf_counter() - t0}
     solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, backend=backend,

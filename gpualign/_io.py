@@ -36,8 +36,9 @@ def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
     )
 
 
-#: Unscaled float images up to this size are read straight into native memory.
-FAST_READ_MAX_BYTES = 1 << 30
+#: Unscaled float images up to this size are read straight into native memory (in
+#: chunks, so a mosaic never has its file pages mapped next to its pixels).
+FAST_READ_MAX_BYTES = 1 << 36
 
 
 def _read_float_pixels(path: str, hdu: Any) -> np.ndarray | None:
@@ -57,10 +58,14 @@ def _read_float_pixels(path: str, hdu: Any) -> np.ndarray | None:
     if out.nbytes > FAST_READ_MAX_BYTES or out.nbytes == 0:
         return None
     offset = hdu.fileinfo()["datLoc"]
-    with open(path, "rb") as f:
+    view = memoryview(out).cast("B")
+    with open(path, "rb", buffering=0) as f:
         f.seek(offset)
-        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
-            return None
+        while view:  # one read returns at most ~2 GB on Linux
+            n = f.readinto(view[:1 << 28])
+            if not n:
+                return None
+            view = view[n:]
     if np.little_endian:
         out.byteswap(inplace=True)  # FITS is big-endian
     return out
