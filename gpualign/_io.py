@@ -138,7 +138,8 @@ def load_image(
     elif hasattr(obj, "data") and hasattr(obj, "unit") and not isinstance(obj, np.ndarray):
         data = np.asarray(obj.data)
         if getattr(obj, "mask", None) is not None:
-            mask = np.asarray(obj.mask, dtype=bool)
+            mask = np.asarray(obj.mask)  # an integer bitmask keeps its bits
+            mask = mask if mask.dtype.kind in "iu" else mask.astype(bool)
         wcs = getattr(obj, "wcs", None)
         if wcs is not None:
             header = wcs.to_header(relax=True)

@@ -8,16 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
 
 from ._backend import Backend, get_backend
 from ._catalog import Catalog, as_catalog
 from ._detect import detect, detect_many, filter_catalog
 from ._errors import InputError, NoOverlap, TooFewStars
 from ._fit import choose_degree, robust_fit
+from ._footprints import grow_canvas
 from ._io import load_image
 from ._match import cross_match, quad_match
 from ._models import check_model, robust_fit_model, select_model
 from ._neighbours import NeighbourIndex
+from ._products import finish_result
 from ._transform import Transform
 from ._warp import warp
 
@@ -95,6 +98,24 @@ class AlignResult:
         Transform, matched pairs and statistics.
     backend : str
         Name of the backend the warp ran on.
+    weight : ndarray or None
+        The source weight/variance map resampled (:mod:`gpualign._variance`), of
+        ``weight_type``.
+    weight_type : str or None
+        ``"variance"``, ``"inverse_variance"`` or ``"stddev"``.
+    wcs : astropy.wcs.WCS or None
+        WCS of the output: the template's, or the source's composed with the mapping.
+    header : astropy.io.fits.Header or None
+        Template header cards with the output WCS and ``GA_*`` keywords.
+    offset : tuple of int
+        ``(ox, oy)``: output position of the template's pixel (0, 0) (non-zero with
+        ``preserve_footprints``).
+    meta : dict
+        The source's NDData meta.
+    unit : object
+        The source's NDData unit.
+    conserve_flux : bool
+        Whether the data were multiplied by ``|det J|``.
     """
 
     data: np.ndarray
@@ -102,6 +123,28 @@ class AlignResult:
     mask: np.ndarray | None
     solution: Solution
     backend: str
+    weight: np.ndarray | None = None
+    weight_type: str | None = None
+    wcs: Any = None
+    header: Any = None
+    offset: tuple[int, int] = (0, 0)
+    meta: Any = None
+    unit: Any = None
+    conserve_flux: bool = False
+
+    def to_nddata(self) -> Any:
+        """As astropy NDData (mask, VarianceUncertainty, WCS, meta carried)."""
+        from ._products import to_nddata
+
+        return to_nddata(self)
+
+    def to_ccddata(self) -> Any:
+        """As astropy CCDData (unit ``adu`` when the source had none)."""
+        from astropy.nddata import CCDData
+
+        from ._products import to_nddata
+
+        return to_nddata(self, CCDData)
 
     @property
     def transform(self) -> Transform:
@@ -468,7 +511,7 @@ def _check_overlap(
 def apply_transform(
     transform: Transform | Solution,
     image: Any,
-    output_shape: tuple[int, int],
+    output_shape: tuple[int, int] | None = None,
     *,
     interp_order: int = 3,
     cval: float = np.nan,
@@ -477,6 +520,11 @@ def apply_transform(
     ext: int | str | None = None,
     threads: int | None = None,
     dtype: Any = np.float32,
+    source_weight: Any = None,
+    weight_type: str = "variance",
+    conserve_flux: bool = False,
+    preserve_footprints: bool = False,
+    template_header: Any = None,
 ) -> AlignResult:
     """Resample an image with a known mapping (no detection).
 
@@ -486,8 +534,9 @@ def apply_transform(
         Template pixel -> source pixel mapping (e.g. from :func:`find_transform`).
     image : ndarray, NDData, masked array or FITS path
         The image to resample (same detector frame as the source it was fitted on).
-    output_shape : tuple of int
-        ``(ny, nx)`` of the template grid.
+    output_shape : tuple of int or None
+        ``(ny, nx)`` of the template grid (None: the template shape recorded in a
+        Solution).
     interp_order : int
         Spline order 0-5.
     cval : float
@@ -502,25 +551,45 @@ def apply_transform(
         CPU threads.
     dtype : dtype
         Output data type.
+    source_weight, weight_type, conserve_flux, preserve_footprints :
+        As in :func:`align`.
+    template_header : astropy Header or WCS, optional
+        The template's header (its WCS becomes the output's); without one, an image
+        with a WCS gets its WCS composed with the mapping.
 
     Returns
     -------
     AlignResult
     """
     be = get_backend(backend)
+    if output_shape is None and isinstance(transform, Solution):
+        output_shape = transform.template_shape
+    if output_shape is None:
+        raise InputError("output_shape is needed (the transform records no template shape)")
+    if template_header is not None and not isinstance(template_header, fits.Header):
+        template_header = template_header.to_header(relax=True)  # a WCS
     solution = transform if isinstance(transform, Solution) else None
     t = transform.transform if isinstance(transform, Solution) else transform
-    data, _, own_mask = load_image(image, ext)
+    data, header, own_mask = load_image(image, ext)
     mask = own_mask if mask is None else mask
     output_shape = _check_warp_args(interp_order, output_shape, mask, data.shape)
+    src_shape = data.shape
+    warp_t, out_shape, offset = t, tuple(output_shape), (0, 0)
+    if preserve_footprints:
+        warp_t, out_shape, offset = grow_canvas(t, src_shape, out_shape)
     res = warp(
-        data, t, output_shape, backend=be, order=interp_order, cval=cval, mask=mask,
+        data, warp_t, out_shape, backend=be, order=interp_order, cval=cval, mask=mask,
         threads=threads, dtype=dtype, overwrite_input=True,  # load_image's private copy
     )
     if solution is None:
-        solution = Solution(t, t, np.zeros((0, 2)), np.zeros((0, 2)), {}, t.degree, False, {},
-                            data.shape, tuple(output_shape))
-    return AlignResult(res.data, res.footprint, res.mask, solution, be.name)
+        solution = Solution(t, t, np.zeros((0, 2)), np.zeros((0, 2)), {}, t.degree,
+                            bool(np.linalg.det(t.matrix[:, :2]) < 0), {}, src_shape,
+                            tuple(output_shape))
+    result = AlignResult(res.data, res.footprint, res.mask, solution, be.name)
+    return finish_result(
+        result, warp_t, order=interp_order, source=image, source_shape=src_shape,
+        source_header=header, template_header=template_header, source_weight=source_weight,
+        weight_type=weight_type, conserve_flux=conserve_flux, offset=offset)
 
 
 def _find_transform_options() -> set[str]:
@@ -542,6 +611,10 @@ def align(
     backend: str | Backend = "auto",
     threads: int | None = None,
     dtype: Any = np.float32,
+    source_weight: Any = None,
+    weight_type: str = "variance",
+    conserve_flux: bool = False,
+    preserve_footprints: bool = False,
     **find_kwargs: Any,
 ) -> AlignResult:
     """Put ``source`` onto the pixel grid of ``template``, using stars as tie-points.
@@ -567,6 +640,18 @@ def align(
         CPU threads over tiles.
     dtype : dtype
         Output data type (float32 by default).
+    source_weight : ndarray, NDData uncertainty or FITS path, optional
+        Weight or variance map of the source, resampled consistently with the data
+        (:mod:`gpualign._variance`) into ``result.weight``; default: an NDData
+        source's uncertainty.
+    weight_type : {"variance", "inverse_variance", "stddev"}
+        What ``source_weight`` holds.
+    conserve_flux : bool
+        Multiply by ``|det J|`` of the full mapping so that total fluxes are kept
+        (default: surface brightness is kept).
+    preserve_footprints : bool
+        Grow the output canvas to hold the whole source and the whole template;
+        ``result.offset`` is where the template's pixel (0, 0) lands.
     **find_kwargs
         Detection, matching and fitting options of :func:`find_transform`.
 
@@ -591,13 +676,14 @@ def align(
     t0 = time.perf_counter()
     sep_thresh = find_kwargs.pop("sep_thresh", 5.0)
     flux_col = find_kwargs.pop("flux_col", None)
-    src_data, _, own_mask = load_image(source, find_kwargs.pop("source_ext", None), name="source")
+    src_data, src_header, own_mask = load_image(source, find_kwargs.pop("source_ext", None),
+                                                name="source")
     checked = _check_warp_args(interp_order, (1, 1) if output_shape is None else output_shape,
                                source_mask, src_data.shape)
     output_shape = None if output_shape is None else checked
-    tmpl_data = tmpl_mask = None
+    tmpl_data = tmpl_mask = tmpl_header = None
     if template is not None:
-        tmpl_data, _, tmpl_mask = load_image(
+        tmpl_data, tmpl_header, tmpl_mask = load_image(
             template, find_kwargs.pop("template_ext", None), name="template"
         )
     src_det = find_kwargs.pop("source_det", None)
@@ -626,10 +712,18 @@ def align(
     solution = solve(src_cat, tmpl_cat, timings=timings, backend=be, **find_kwargs)
     mask = own_mask if source_mask is None else source_mask
     t2 = time.perf_counter()
+    src_shape = src_data.shape
+    warp_t, out_shape, offset = solution.transform, tuple(output_shape), (0, 0)
+    if preserve_footprints:
+        warp_t, out_shape, offset = grow_canvas(warp_t, src_shape, out_shape)
     res = warp(
-        src_data, solution.transform, tuple(output_shape), backend=be, order=interp_order,
+        src_data, warp_t, out_shape, backend=be, order=interp_order,
         cval=cval, mask=mask, threads=threads, dtype=dtype,
         overwrite_input=True,  # src_data is load_image's private copy, not needed after
     )
     solution.timings["warp"] = time.perf_counter() - t2
-    return AlignResult(res.data, res.footprint, res.mask, solution, be.name)
+    result = AlignResult(res.data, res.footprint, res.mask, solution, be.name)
+    return finish_result(
+        result, warp_t, order=interp_order, source=source, source_shape=src_shape,
+        source_header=src_header, template_header=tmpl_header, source_weight=source_weight,
+        weight_type=weight_type, conserve_flux=conserve_flux, offset=offset)
