@@ -186,12 +186,12 @@ def finish_result(
                 hdr.append(card, end=True)
     if w is not None:
         hdr.update(wcs_header(w))
-    hdr["GA_WCS"] = (origin, "origin of the WCS: template, source+transform, none")
+    hdr["GA_WCS"] = (origin, "WCS from: template, source+transform, none")
     if origin == "source+transform":
-        hdr["GA_WCSER"] = (float(err), "max error of the composed WCS (source px)")
-    hdr["GA_FLUX"] = (bool(conserve_flux), "flux conserved (data times |det J|)")
-    hdr["GA_OFFX"] = (int(offset[0]), "canvas x of the template's pixel 0")
-    hdr["GA_OFFY"] = (int(offset[1]), "canvas y of the template's pixel 0")
+        hdr["GA_WCSER"] = (float(err), "max error of composed WCS (src px)")
+    hdr["GA_FLUX"] = (bool(conserve_flux), "data times |det J| (flux kept)")
+    hdr["GA_OFFX"] = (int(offset[0]), "canvas x of template pixel 0")
+    hdr["GA_OFFY"] = (int(offset[1]), "canvas y of template pixel 0")
     result.header = hdr
     result.offset = (int(offset[0]), int(offset[1]))
     result.meta = extras["meta"]
