@@ -182,6 +182,60 @@ def align(
 
 
 @app.command()
+def apply(
+    transform_file: Annotated[Path, typer.Argument(help="Transform file (JSON) to apply.")],
+    images: Annotated[list[Path], typer.Argument(help="Image(s) (FITS) to resample.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output FITS (a directory for several).")
+    ] = Path("applied.fits"),
+    ext: Annotated[str | None, typer.Option(help="FITS extension of the images.")] = None,
+    template: Annotated[
+        Path | None, typer.Option("-t", "--template", help="Template FITS (its header/WCS).")
+    ] = None,
+    template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
+    source_mask: Annotated[
+        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+    ] = None,
+    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
+    source_weight: Annotated[
+        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+    ] = None,
+    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    weight_type: Annotated[
+        str, typer.Option(help="variance, inverse_variance or stddev.")
+    ] = "variance",
+    output_shape: Annotated[
+        tuple[int, int] | None, typer.Option(help="Output NY NX (default: from the file).")
+    ] = None,
+    interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
+    cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
+    conserve_flux: Annotated[
+        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+    ] = False,
+    preserve_footprints: Annotated[
+        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+    ] = False,
+    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Resample IMAGE(S) with a saved TRANSFORM_FILE (no detection)."""
+    _setup_logging(verbose)
+    from ._cli_apply import run_apply
+
+    try:
+        run_apply(transform_file, images, output, ext=ext, template=template,
+                  template_ext=template_ext, source_mask=source_mask, mask_ext=mask_ext,
+                  source_weight=source_weight, weight_ext=weight_ext, weight_type=weight_type,
+                  output_shape=output_shape, interp_order=interp_order, cval=cval,
+                  conserve_flux=conserve_flux, preserve_footprints=preserve_footprints,
+                  backend=backend, threads=threads, overwrite=overwrite)
+    except Exception as exc:
+        raise fail(exc, verbose) from None
+
+
+@app.command()
 def demo(
     outdir: Annotated[Path, typer.Option(help="Where to write the demo FITS files.")] = Path(
         "gpualign-demo"
