@@ -1,0 +1,159 @@
+"""Batch throughput: 16 frames of 2048^2 against one template, gpualign vs spalipy.
+
+The frames see one star field (written by bench_mosaic's tile writer) through 16
+known mappings (shifts up to 60 px, rotations up to 3 degrees, a radial distortion
+moving the corners 4 px). Both tools run side by side on the same machine, each as a
+whole process timed from spawn to exit:
+
+* gpualign: ``gpualign align F00.fits ... F15.fits -t template.fits -o OUTDIR -q``
+  (the template detected once, frames in local worker processes);
+* spalipy 3.5.5 list mode: ``Spalipy(source_data=[16 arrays], template_data=...)``,
+  ``align()``, each aligned frame written as FITS (spalipy's ``align-fits`` command
+  cannot run in 3.5.5: its argument parser defines ``--patience-quad-cand`` twice).
+
+Accuracy: windowed centroids of bright isolated stars measured in every output
+against their true template positions (bench_mosaic.centroid_errors).
+
+Usage::
+
+    python benchmarks/bench_batch.py [--data /work/bench-data] [--peers /work/peers-venv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_mosaic as bm  # noqa: E402
+
+N_FRAMES = 16
+SIZE = 2048
+
+SPALIPY = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from astropy.io import fits
+import spalipy
+t0 = time.perf_counter()
+frames = [Path(p) for p in sys.argv[3:]]
+srcs = [fits.getdata(p).astype(np.float64) for p in frames]
+tmpl = fits.getdata(sys.argv[1]).astype(np.float64)
+sp = spalipy.Spalipy(srcs, template_data=tmpl, output_shape=[tmpl.shape] * len(srcs))
+sp.align()
+out = Path(sys.argv[2])
+for p, data, failed in zip(frames, sp.aligned_data, sp.alignment_failed):
+    if not failed:
+        fits.writeto(out / (p.stem + "_aligned.fits"), np.asarray(data, np.float32))
+print("spalipy", spalipy.__version__ if hasattr(spalipy, "__version__") else "?",
+      time.perf_counter() - t0)
+"""
+
+
+def make_batch(root: Path, seed: int = 11) -> Path:
+    """template.fits, F00..F15.fits and truth.json (skipped if present)."""
+    from gpualign._simulate import make_mapping
+
+    d = root / f"batch{N_FRAMES}x{SIZE}"
+    if (d / "truth.json").exists():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    half = 0.5 * SIZE * 1.1 + 80
+    n = int(3000 * (2 * half) ** 2 / SIZE**2)
+    xy = rng.uniform(0.5 * SIZE - half, 0.5 * SIZE + half, (n, 2))
+    u = rng.random(n)
+    flux = (300.0**-1 + u * (3e5**-1 - 300.0**-1)) ** -1
+    bm.write_field(d / "template.fits", (SIZE, SIZE), xy, flux, seed * 100)
+    frames = []
+    for k in range(N_FRAMES):
+        mp = make_mapping(source_shape=(SIZE, SIZE), template_shape=(SIZE, SIZE),
+                          shift=tuple(rng.uniform(-60, 60, 2)),
+                          rotation_deg=float(rng.uniform(-3, 3)), corner_distortion_px=4.0)
+        sx, sy = mp(xy[:, 0], xy[:, 1])
+        bm.write_field(d / f"F{k:02d}.fits", (SIZE, SIZE), np.column_stack([sx, sy]), flux,
+                       seed * 100 + k + 1)
+        inside = ((xy > 12) & (xy < SIZE - 13)).all(1)
+        inside &= (sx > 12) & (sx < SIZE - 13) & (sy > 12) & (sy < SIZE - 13)
+        frames.append(np.flatnonzero(inside))
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(xy)
+    iso = np.array([all(j == i or flux[j] < 0.01 * flux[i]
+                        for j in tree.query_ball_point(xy[i], 8.0)) if flux[i] > 2e4 else False
+                    for i in range(n)])
+    truth = {"frames": {f"F{k:02d}": xy[idx[iso[idx]]][:100].tolist()
+                        for k, idx in enumerate(frames)}}
+    (d / "truth.json").write_text(json.dumps(truth))
+    return d
+
+
+def accuracy(outdir: Path, truth: dict) -> dict:
+    errs, done = [], 0
+    for name, stars in truth["frames"].items():
+        out = outdir / f"{name}_aligned.fits"
+        if out.exists():
+            done += 1
+            errs.append(bm.centroid_errors(out, np.array(stars)))
+    e = np.concatenate(errs) if errs else np.array([np.nan])
+    return {"frames_ok": done, "rms_px": float(np.sqrt(np.nanmean(e**2))),
+            "max_px": float(np.nanmax(e))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("/work/bench-data"))
+    ap.add_argument("--peers", type=Path, default=Path("/work/peers-venv"))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "batch.jsonl")
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    args = ap.parse_args(argv)
+    d = make_batch(args.data)
+    truth = json.loads((d / "truth.json").read_text())
+    frames = [str(d / f"F{k:02d}.fits") for k in range(N_FRAMES)]
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "machine": bm.machine(), "frames": N_FRAMES, "size": SIZE,
+             "note": "single run on a shared machine (other processes running): noisy"}
+    records = []
+    for tool in ("gpualign", "spalipy"):
+        outdir = args.data / "scratch" / f"batch-{tool}"
+        shutil.rmtree(outdir, ignore_errors=True)
+        outdir.mkdir(parents=True)
+        if tool == "gpualign":
+            cmd = [sys.executable, "-m", "gpualign", "align", *frames, "-t",
+                   str(d / "template.fits"), "-o", str(outdir), "-q"]
+        else:
+            cmd = [str(args.peers / "bin" / "python"), "-c", SPALIPY,
+                   str(d / "template.fits"), str(outdir), *frames]
+        rec = {"tool": tool, **bm.run_measured(cmd, args.timeout), **stamp}
+        rec["frames_per_s"] = N_FRAMES / rec["wall_s"]
+        rec.update(accuracy(outdir, truth))
+        rec["status"] = "ok" if rec["returncode"] == 0 else "failed"
+        print(json.dumps({k: v for k, v in rec.items() if k != "log_tail"}), flush=True)
+        records.append(rec)
+        shutil.rmtree(outdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    g, s = records
+    print("| tool | wall s | frames/s | peak RSS MB (one process) | peak tree PSS MB | "
+          "frames ok | RMS px |\n|---|---:|---:|---:|---:|---:|---:|")
+    for r in records:
+        print(f"| {r['tool']} | {r['wall_s']:.1f} | {r['frames_per_s']:.2f} | "
+              f"{r['peak_rss_mb']} | {r['peak_tree_pss_mb']} | {r['frames_ok']}/{N_FRAMES} | "
+              f"{r['rms_px']:.4f} |")
+    print(f"speed-up gpualign / spalipy: {s['wall_s'] / g['wall_s']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
