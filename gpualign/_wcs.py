@@ -83,11 +83,28 @@ def _poly_design(qx: np.ndarray, qy: np.ndarray, order: int, low: int) -> tuple[
     return np.column_stack([qx**i * qy**j for i, j in exps]), exps
 
 
+def _box(t: Transform, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``(x0, x1, y0, y1)``: the output grid, cut to where T's surfaces are not clipped."""
+    ny, nx = shape
+    x0, x1, y0, y1 = -0.5, nx - 0.5, -0.5, ny - 0.5
+    if t.has_distortion:
+        cx, cy, hx, hy = t.norm
+        umin, umax, vmin, vmax = t.clip
+        x0, x1 = max(x0, cx + umin * hx), min(x1, cx + umax * hx)
+        y0, y1 = max(y0, cy + vmin * hy), min(y1, cy + vmax * hy)
+        if x1 - x0 < 2 or y1 - y0 < 2:  # degenerate: use the whole grid
+            x0, x1, y0, y1 = -0.5, nx - 0.5, -0.5, ny - 0.5
+    return x0, x1, y0, y1
+
+
 def wcs_error_px(out: WCS, src: WCS, t: Transform, shape: tuple[int, int],
-                 n: int = 41) -> float:
-    """Largest distance (source pixels) between ``out`` and ``src`` o ``t`` on a grid."""
-    gy, gx = np.meshgrid(np.linspace(0, shape[0] - 1, n), np.linspace(0, shape[1] - 1, n),
-                         indexing="ij")
+                 n: int = 41, box: tuple[float, float, float, float] | None = None) -> float:
+    """Largest distance (source pixels) between ``out`` and ``src`` o ``t`` on a grid.
+
+    ``box`` = ``(x0, x1, y0, y1)`` limits the grid (default: the whole output).
+    """
+    x0, x1, y0, y1 = box if box is not None else (0, shape[1] - 1, 0, shape[0] - 1)
+    gy, gx = np.meshgrid(np.linspace(y0, y1, n), np.linspace(x0, x1, n), indexing="ij")
     sx, sy = t(gx.ravel(), gy.ravel())
     ra0, de0 = src.all_pix2world(sx, sy, 0)
     ra1, de1 = out.all_pix2world(gx.ravel(), gy.ravel(), 0)
@@ -156,23 +173,35 @@ def compose_wcs(src: WCS, t: Transform, shape: tuple[int, int], *, tol_px: float
     -------
     wcs : WCS
     max_error_px : float
-        Achieved maximum error on a check grid (source pixels).
+        Achieved maximum error on a check grid over the whole output (source pixels).
+        The SIP is fitted where T's surfaces are not clipped (the stars' box), and
+        reaches ``tol_px`` there; beyond it the frozen surfaces are not a polynomial.
     """
     ny, nx = shape
     core = _linear_core(src, t)
-    gy, gx = np.meshgrid(np.linspace(-0.5, ny - 0.5, n), np.linspace(-0.5, nx - 0.5, n),
+    box = _box(t, shape)
+    gy, gx = np.meshgrid(np.linspace(box[2], box[3], n), np.linspace(box[0], box[1], n),
                          indexing="ij")
     px, py = gx.ravel(), gy.ravel()
     sx, sy = t(px, py)
     ra, dec = src.all_pix2world(sx, sy, 0)
-    pure = not t.has_distortion and src.sip is None and not src.wcs.ctype[0].endswith("TPV") \
-        and src.cpdis1 is None and src.det2im1 is None
-    if pure:
-        return core, wcs_error_px(core, src, t, shape)
+    err = wcs_error_px(core, src, t, shape)
+    if err <= tol_px:  # affine T on a distortion-free source: exact
+        return core, err
+    # SIP about the output's centre (a source CRPIX far off the chip, as in a mosaic
+    # camera's TPV, would make the polynomial ill-conditioned): new tangent point at
+    # the world position of the centre, the differences absorbed by CD, CRPIX and SIP.
+    centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
+    csx, csy = t(centre[0], centre[1])
+    cra, cdec = src.all_pix2world(np.atleast_1d(csx), np.atleast_1d(csy), 0)
+    core.wcs.crval = [float(cra[0]), float(cdec[0])]
+    core.wcs.crpix = centre + 1.0
+    core.wcs.lonpole, core.wcs.latpole = 180.0, 0.0
+    core.wcs.set()
     best: tuple[WCS, float] | None = None
     for order in range(2, max_order + 1):
         out = _fit_sip(core, px, py, ra, dec, order, float(max(nx, ny)))
-        err = wcs_error_px(out, src, t, shape)
+        err = wcs_error_px(out, src, t, shape, box=box)
         if best is None or err < best[1]:
             best = (out, err)
         if err <= tol_px:
@@ -181,7 +210,8 @@ def compose_wcs(src: WCS, t: Transform, shape: tuple[int, int], *, tol_px: float
     if best[1] > tol_px:
         log.info("composed WCS reproduces source WCS o T to %.2g px (target %.2g)",
                  best[1], tol_px)
-    return best
+    # what is reported: the whole output grid (the clipped edges included)
+    return best[0], max(best[1], wcs_error_px(best[0], src, t, shape))
 
 
 def output_wcs(
