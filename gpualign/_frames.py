@@ -332,35 +332,59 @@ def start_pool(n: int, ctx: BatchContext, frame_fn: FrameFn) -> Any:
 
 
 def _run_pool(tasks: list[FrameTask], ctx: BatchContext, frame_fn: FrameFn, pool: Any,
-              emit: Callable[[FrameResult], None]) -> None:
+              emit: Callable[[FrameResult], None], max_deaths: int = 2) -> None:
+    """All frames in ``pool``; the frames a dead worker took down run again one by one.
+
+    A worker that dies (out of memory, a crash in native code) breaks the whole pool
+    and every frame not yet finished is lost with it, most of them innocent. They
+    are run again one at a time in a one-worker pool, so that a death is then
+    charged to the frame that caused it; a frame whose worker dies ``max_deaths``
+    times that way fails, the others complete (an output an attempt already wrote
+    is recognised, :func:`process_frame`, and not written again).
+    """
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    todo = list(tasks)
-    for attempt in range(2):
-        if not todo:
-            return
-        if attempt:  # after a worker died (out of memory?): one frame at a time
-            pool = start_pool(1, ctx, frame_fn)
-        lost: list[FrameTask] = []
-        try:
-            futures = {pool.submit(_pool_frame, t): t for t in todo}
-            for fut in as_completed(futures):
+    lost: list[FrameTask] = []
+    try:
+        futures = {pool.submit(_pool_frame, t): t for t in tasks}
+        for fut in as_completed(futures):
+            try:
+                emit(fut.result())
+            except BrokenProcessPool:
+                lost.append(futures[fut])
+            except Exception as exc:
+                emit(failed_result(futures[fut], str(exc), type(exc).__name__))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if not lost:
+        return
+    log.warning("a worker process died; %d frame(s) to run again, one at a time", len(lost))
+    single = None
+    try:
+        for t in sorted(lost, key=lambda t: t.index):
+            for death in range(1, max_deaths + 1):
+                single = single or start_pool(1, ctx, frame_fn)
                 try:
-                    emit(fut.result())
+                    emit(single.submit(_pool_frame, t).result())
+                    break
                 except BrokenProcessPool:
-                    lost.append(futures[fut])
+                    single.shutdown(wait=False)
+                    single = None
+                    if death == max_deaths:
+                        emit(failed_result(t, f"its worker process died {max_deaths} times "
+                                              "(out of memory?)", "WorkerDied"))
                 except Exception as exc:
-                    emit(failed_result(futures[fut], str(exc), type(exc).__name__))
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        if lost:
-            log.warning("a worker process died; %d frame(s) to run again", len(lost))
-        todo = sorted(lost, key=lambda t: t.index)
-    for t in todo:
-        emit(failed_result(t, "its worker process died (out of memory?)", "WorkerDied"))
+                    emit(failed_result(t, str(exc), type(exc).__name__))
+                    break
+    except BaseException:
+        if single is not None:
+            single.shutdown(wait=False, cancel_futures=True)
+        raise
+    if single is not None:
+        single.shutdown(wait=True)
 
 
 def run_frames(tasks: Sequence[FrameTask], ctx: BatchContext, *, processes: int = 1,

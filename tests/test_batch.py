@@ -254,3 +254,73 @@ def test_outputs_of_another_template_are_not_skipped(frames, pair, tmp_path):
     [r] = gpualign.align_batch(srcs, other, tmp_path, skip_existing=True, backend="numpy")
     assert r.status == "failed" and "another template" in r.message
     assert os.path.exists(r.output)
+
+
+def die_once(task, ctx):
+    """Kill the worker process the first time ``flipped`` is processed (before writing)
+    and the first time ``rot90`` is (after writing); log every real write."""
+    import dataclasses
+
+    from gpualign._frames import process_frame
+
+    root = Path(ctx.options["_root"])
+    stem = Path(task.source).stem
+    marker = root / f"died-{stem}"
+    if stem == "flipped" and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    res = process_frame(task, dataclasses.replace(
+        ctx, options={k: v for k, v in ctx.options.items() if k != "_root"}))
+    if res.written:
+        with open(root / "writes.log", "a") as f:
+            f.write(stem + "\n")
+    if stem == "rot90" and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return res
+
+
+def test_local_worker_death_is_retried(frames, pair, tmp_path):
+    """A pool worker that dies costs nothing: the lost frames run again, once each."""
+    from gpualign._batch import _run_batch
+    from gpualign._detect import detect
+
+    names = list(VIEWS)
+    (tmp_path / "out").mkdir()
+    results = _run_batch([frames[n] for n in names], detect(pair.template), None, S,
+                         tmp_path / "out", processes=2, frame_fn=die_once,
+                         options={"_root": str(tmp_path)}, backend="numpy")
+    assert (tmp_path / "died-flipped").exists() and (tmp_path / "died-rot90").exists()
+    assert [r.status for r in results] == ["ok"] * 4, [r.message for r in results]
+    assert sorted((tmp_path / "writes.log").read_text().split()) == sorted(names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{n}_aligned.fits" for n in names)
+    for name in ("plain", "flipped", "crop"):
+        check_accuracy(results[names.index(name)].solution.transform, name, pair)
+
+
+def always_dies_on_crop(task, ctx):
+    """``crop`` kills every worker that takes it (as an out-of-memory frame would)."""
+    from gpualign._frames import process_frame
+
+    if Path(task.source).stem == "crop":
+        os._exit(1)
+    return process_frame(task, ctx)
+
+
+def test_frame_that_always_kills_its_worker_fails_alone(frames, pair, tmp_path):
+    from gpualign._batch import _run_batch
+    from gpualign._detect import detect
+
+    names = list(VIEWS)
+    (tmp_path / "out").mkdir()
+    results = _run_batch([frames[n] for n in names], detect(pair.template), None, S,
+                         tmp_path / "out", processes=2, frame_fn=always_dies_on_crop,
+                         options={}, backend="numpy")
+    by = dict(zip(names, results, strict=True))
+    assert by["crop"].status == "failed" and by["crop"].error == "WorkerDied"
+    assert "died 2 times" in by["crop"].message
+    for name in ("plain", "flipped", "rot90"):
+        assert by[name].status == "ok", by[name].message
+        check_accuracy(by[name].solution.transform, name, pair)
+    assert not (tmp_path / "out" / "crop_aligned.fits").exists()
