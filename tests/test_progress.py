@@ -135,3 +135,17 @@ def test_tile_progress_of_a_big_warp(files, terminal, numpy_backend):
     shown = warp(pair.source, t, S, backend=numpy_backend, tile_rows=4)
     assert "warp" in terminal.getvalue() and "tiles" in terminal.getvalue()
     np.testing.assert_array_equal(shown.data, quiet.data)
+
+
+def test_plain_lines_without_rich(terminal, monkeypatch):
+    """Without rich: one plain line per finished frame, with the failures counted."""
+    monkeypatch.setattr(_progress, "_rich", lambda: None)
+    with _progress.BatchProgress(3, enabled=True) as bar:
+        bar.update(True, "a.fits")
+        bar.update(False, "b.fits")
+        bar.update(True, "c.fits")
+    lines = terminal.getvalue().splitlines()
+    assert lines[0].startswith("gpualign: aligning 1/3 frames, 0 failed, a.fits ok")
+    assert lines[1].startswith("gpualign: aligning 2/3 frames, 1 failed, b.fits FAILED")
+    assert lines[2] == "gpualign: aligning 3/3 frames, 1 failed, c.fits ok"
+    assert (bar.done, bar.failed) == (3, 1)
