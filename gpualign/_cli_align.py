@@ -108,8 +108,8 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
               shape: tuple[int, int], out_path: Path, *, source_cat: Path | None,
               source_ext: str | None, interp_order: int, cval: float, backend: Any,
               threads: int | None, overwrite: bool, options: dict[str, Any],
-              template_pixels: list[tuple[np.ndarray, np.ndarray | None]] | None = None
-              ) -> Solution:
+              template_pixels: list[tuple[np.ndarray, np.ndarray | None]] | None = None,
+              extras: dict[str, Any] | None = None) -> Solution:
     """Register one source and write the result.
 
     The template is given as a catalogue, or (``template_pixels``, a one-item list
@@ -148,6 +148,17 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     solution = solve(cat, _with_shape(tmpl_cat, shape), timings=timings, backend=backend,
                      **opts)
     t1 = time.perf_counter()
+    if extras:  # masks, weights, flux, canvas, saved transform: gpualign._cli_apply
+        from ._cli_apply import align_extras
+
+        align_extras(data, mask, solution, shape, header, out_path, source=source,
+                     source_ext=source_ext, extras=extras, backend=backend,
+                     interp_order=interp_order, cval=cval, threads=threads,
+                     overwrite=overwrite)
+        del data
+        solution.timings["warp+write"] = time.perf_counter() - t1
+        log_stats(Path(source).name, solution)
+        return solution
     if streamed(shape, mask):  # a mosaic: tiles go straight into the output file
         from ._fitsout import warp_to_fits
 
@@ -187,8 +198,16 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               interp_order: int, cval: float, backend: str, threads: int | None,
               overwrite: bool, options: dict[str, Any], skip_existing: bool = False,
               scheduler: str | None = None, workers: int | None = None,
-              quiet: bool = False) -> None:
-    """Align each source onto the template; several sources go into a directory."""
+              quiet: bool = False, extras: dict[str, Any] | None = None) -> None:
+    """Align each source onto the template; several sources go into a directory.
+
+    ``extras``: mask/weight/flux/canvas/save-transform options of a single source
+    (:data:`gpualign._cli_apply.ALIGN_EXTRAS`).
+    """
+    extras = {k: v for k, v in (extras or {}).items() if v not in (None, False)}
+    if extras and len(sources) > 1:
+        raise InputError(f"--{next(iter(extras)).replace('_', '-')} applies to a single "
+                         "source", hint="use gpualign apply for the other images")
     from . import _progress
 
     _progress.configure(enabled=not quiet)
@@ -206,7 +225,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         box = [(tdata, tmask)]
         del tdata, tmask
         align_one(sources[0], tmpl_cat, header, shape, output, source_cat=source_cat,
-                  template_pixels=box, **common)
+                  template_pixels=box, extras=extras, **common)
         return
     if tmpl_cat is None:  # detected once for the whole batch
         tmpl_cat = detect(tdata, sep_thresh=options.get("sep_thresh", 5.0), mask=tmask)

@@ -138,3 +138,62 @@ def run_apply(
                           overwrite=overwrite)
         log.info("%s -> %s", image, out)
     return outs
+
+
+#: ``gpualign align`` options handled here (single source, in-memory output).
+ALIGN_EXTRAS = ("source_mask", "mask_ext", "source_weight", "weight_ext", "weight_type",
+                "conserve_flux", "preserve_footprints", "save_transform")
+
+
+def align_extras(
+    data: np.ndarray, mask: np.ndarray | None, solution: Any, shape: tuple[int, int],
+    header: fits.Header | None, out_path: Path, *, source: Path, source_ext: str | None,
+    extras: dict[str, Any], backend: Any, interp_order: int, cval: float,
+    threads: int | None, overwrite: bool,
+) -> AlignResult:
+    """The warp and write of ``gpualign align`` with masks, weights, flux, canvas, save.
+
+    ``data`` (the source pixels, consumed) and ``mask`` as read for detection;
+    ``extras`` holds the options of :data:`ALIGN_EXTRAS` (None = not given).
+    """
+    from ._cli_align import output_header
+    from ._footprints import grow_canvas
+    from ._io import _pick_hdu
+    from ._products import finish_result, load_mask, load_weight
+    from ._transform_io import save_solution
+    from ._warp import warp
+
+    if extras.get("save_transform") is not None:
+        save_solution(solution, extras["save_transform"])
+    if extras.get("source_mask") is not None:
+        mask = load_mask(extras["source_mask"], data.shape, extras.get("mask_ext"))
+    weight = None
+    if extras.get("source_weight") is not None:
+        weight = load_weight(extras["source_weight"], data.shape, extras.get("weight_ext"))
+    src_shape = data.shape
+    warp_t, out_shape, offset = solution.transform, tuple(shape), (0, 0)
+    if extras.get("preserve_footprints"):
+        warp_t, out_shape, offset = grow_canvas(warp_t, src_shape, out_shape)
+    res = warp(data, warp_t, out_shape, backend=backend, order=interp_order, cval=cval,
+               mask=mask, threads=threads, overwrite_input=True)
+    del data
+    result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
+    src_header = None
+    if header is None or not any(k.startswith("CTYPE") for k in header):
+        with fits.open(source) as hdul:  # the header only, for a composed WCS
+            src_header = _pick_hdu(hdul, source_ext, str(source)).header.copy()
+    finish_result(result, warp_t, order=interp_order, source=None, source_shape=src_shape,
+                  source_header=src_header, template_header=header, source_weight=weight,
+                  weight_type=extras.get("weight_type") or "variance",
+                  conserve_flux=bool(extras.get("conserve_flux")), offset=offset)
+    hdr = output_header(result.header, solution, str(source), backend.name, interp_order)
+    hdr["GA_MODEL"] = (getattr(solution, "model", "affine"), "linear model of the mapping")
+    hdus: list[Any] = [fits.PrimaryHDU(result.data, header=hdr)]
+    hdus.append(fits.ImageHDU(result.footprint.astype(np.uint8), name="FOOTPRINT"))
+    if result.mask is not None:
+        m = result.mask.astype(np.uint8) if result.mask.dtype == bool else result.mask
+        hdus.append(fits.ImageHDU(m, name="MASK"))
+    if result.weight is not None:
+        hdus.append(fits.ImageHDU(result.weight, name=WEIGHT_HDU_NAMES[result.weight_type]))
+    write_fits_atomic(out_path, hdus, overwrite=overwrite)
+    return result

@@ -150,6 +150,26 @@ def align(
         int | None, typer.Option(min=1, help="Run the frames on a local Dask cluster of N.")
     ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")] = False,
+    source_mask: Annotated[
+        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+    ] = None,
+    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
+    source_weight: Annotated[
+        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+    ] = None,
+    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    weight_type: Annotated[
+        str | None, typer.Option(help="variance (default), inverse_variance or stddev.")
+    ] = None,
+    conserve_flux: Annotated[
+        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+    ] = False,
+    preserve_footprints: Annotated[
+        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+    ] = False,
+    save_transform: Annotated[
+        Path | None, typer.Option(help="Save the found transform (JSON) for gpualign apply.")
+    ] = None,
     verbose: Verbose = 0,
 ) -> None:
     """Align SOURCE(S) onto the pixel grid of the template."""
@@ -174,6 +194,11 @@ def align(
             interp_order=interp_order, cval=cval, backend=backend, threads=threads,
             overwrite=overwrite, options=options, skip_existing=skip_existing,
             scheduler=scheduler, workers=workers, quiet=quiet,
+            extras=dict(source_mask=source_mask, mask_ext=mask_ext,
+                        source_weight=source_weight, weight_ext=weight_ext,
+                        weight_type=weight_type, conserve_flux=conserve_flux,
+                        preserve_footprints=preserve_footprints,
+                        save_transform=save_transform),
         )
     except typer.Exit:
         raise

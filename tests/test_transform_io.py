@@ -182,3 +182,41 @@ def test_real_jwst_transform_reused_for_another_image(tmp_path):
     assert f.mean() > 0.9
     np.testing.assert_allclose(out[f], 2 * res.data[f] + 1, rtol=1e-5, atol=1e-4)
     assert fits.getheader(tmp_path / "o.fits")["GA_WCS"] == "template"
+
+
+def test_cli_align_extras_then_apply(pair, tmp_path):
+    """gpualign align --save-transform --source-mask --source-weight --conserve-flux, then
+    gpualign apply with the saved file: the same pixels as the API, and as each other."""
+    src = write(tmp_path / "src.fits", pair.source)
+    tmpl = write(tmp_path / "tmpl.fits", pair.template)
+    mask = np.zeros(S, np.uint16)
+    mask[50:52, :] = 1 << 9
+    write(tmp_path / "mask.fits", mask)
+    var = np.full(S, 9.0, np.float32) + np.abs(pair.source) / 2
+    write(tmp_path / "var.fits", var)
+    run("align", src, "-t", tmpl, "-o", tmp_path / "al.fits", "--save-transform",
+        tmp_path / "t.json", "--source-mask", tmp_path / "mask.fits", "--source-weight",
+        tmp_path / "var.fits", "--conserve-flux", "--backend", "numpy", "-q")
+    api = gpualign.align(pair.source, pair.template, backend="numpy", source_mask=mask,
+                         source_weight=var, conserve_flux=True)
+    with fits.open(tmp_path / "al.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data, api.data)
+        np.testing.assert_array_equal(hdul["MASK"].data, api.mask)
+        np.testing.assert_array_equal(hdul["VARIANCE"].data, api.weight)
+        assert hdul[0].header["GA_FLUX"] is True
+        assert hdul[0].header["GA_MODEL"] == api.solution.model
+    sol = gpualign.Solution.load(tmp_path / "t.json")
+    assert same_bits(sol.transform.matrix, api.transform.matrix)
+    run("apply", tmp_path / "t.json", src, "-o", tmp_path / "ap.fits", "--conserve-flux",
+        "--backend", "numpy")
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "ap.fits"), api.data)
+    # preserve footprints from the CLI: the API's canvas and offset
+    run("align", src, "-t", tmpl, "-o", tmp_path / "pf.fits", "--preserve-footprints",
+        "--backend", "numpy", "-q")
+    pf = gpualign.align(pair.source, pair.template, backend="numpy", preserve_footprints=True)
+    with fits.open(tmp_path / "pf.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data, pf.data)
+        assert (hdul[0].header["GA_OFFX"], hdul[0].header["GA_OFFY"]) == pf.offset
+    # these options are for a single source
+    res = run("align", src, src, "-t", tmpl, "-o", tmp_path, "--conserve-flux", code=2)
+    assert "single source" in res.output
