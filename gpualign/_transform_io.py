@@ -104,7 +104,11 @@ def solution_from_dict(d: dict[str, Any]) -> Any:
         raise InputError(f"transform file version {d.get('version')} is newer than this "
                          f"gpualign reads ({VERSION})", hint="upgrade gpualign")
     t = _transform_from(d["transform"])
-    inv = _transform_from(d["inverse"]) if "inverse" in d else t
+    if "inverse" in d:
+        inv = _transform_from(d["inverse"])
+    else:  # a bare transform: the inverse of its affine part
+        full = np.vstack([t.matrix, [0.0, 0.0, 1.0]])
+        inv = Transform.from_matrix(np.linalg.inv(full))
     pairs = [np.array(_num(d.get(k, [])), dtype=np.float64).reshape(-1, 2)
              for k in ("template_xy", "source_xy")]
     return Solution(

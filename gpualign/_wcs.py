@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning, Sip
+from astropy.wcs import WCS, Sip
 
 from ._transform import Transform
 
@@ -36,7 +36,7 @@ def celestial_wcs(header: fits.Header | None) -> WCS | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
+            warnings.simplefilter("ignore")  # FITSFixedWarning and other fix-up notes
             w = WCS(header, relax=True)
     except Exception:  # an unreadable WCS is no WCS
         return None

@@ -72,6 +72,16 @@ def test_affine_only_transform_round_trip(tmp_path):
     back = Transform.load(tmp_path / "a.json")
     assert same_bits(back.matrix, t.matrix) and back.clip == t.clip and back.norm == t.norm
     assert not back.has_distortion
+    # a bare transform loads as a Solution too, its inverse the affine inverse
+    t2 = Transform.from_matrix([[1.1, 0.1, 3.0], [0.2, 0.9, -1.0]])
+    t2.save(tmp_path / "b.json")
+    sol = gpualign.Solution.load(tmp_path / "b.json")
+    assert sol.source_shape is None and sol.template_shape is None
+    xy = np.array([[1.0, 2.0], [30.0, -4.0]])
+    np.testing.assert_allclose(sol.inverse.map_points(sol.transform.map_points(xy)), xy,
+                               atol=1e-12)
+    with pytest.raises(gpualign.InputError, match="output_shape"):
+        gpualign.apply_transform(sol, np.ones((16, 16)), backend="numpy")
 
 
 def test_save_load_apply_equals_the_alignment(aligned, pair, tmp_path):
