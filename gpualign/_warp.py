@@ -29,6 +29,7 @@ __all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_f
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
 COL_BLOCK = 512  # output columns sampled at a time within a row tile (CPU)
+PREFILTER_COLS = 256  # columns per block of the prefilter's axis-0 pass (CPU)
 
 
 def default_threads() -> int:
@@ -90,7 +91,7 @@ def prefilter(
     out = image if reuse else xp.array(image, dtype=xp.float32, copy=True)
     if order <= 1:
         return out
-    if backend.name != "numpy" or threads <= 1:
+    if backend.name != "numpy":
         for axis in (1, 0):
             out = ndi.spline_filter1d(out, order, axis=axis, output=xp.float32, mode="mirror")
         return out
@@ -100,12 +101,18 @@ def prefilter(
         ndi.spline_filter1d(out[a:b], order, axis=1, output=out[a:b], mode="mirror")
 
     def cols(block: tuple[int, int]) -> None:
+        # Columns filtered as the rows of a transposed copy of a narrow block: the
+        # same 1-D filter on the same values (identical results), read contiguously
+        # (filtering along axis 0 in place reads one page per pixel: 3x slower at 16k).
         a, b = block
-        ndi.spline_filter1d(out[:, a:b], order, axis=0, output=out[:, a:b], mode="mirror")
+        t = np.ascontiguousarray(out[:, a:b].T)
+        ndi.spline_filter1d(t, order, axis=1, output=t, mode="mirror")
+        out[:, a:b] = t.T
 
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(rows, _row_blocks(out.shape[0], 4 * threads)))
-        list(pool.map(cols, _row_blocks(out.shape[1], 4 * threads)))
+        list(pool.map(cols, [(a, min(a + PREFILTER_COLS, out.shape[1]))
+                             for a in range(0, out.shape[1], PREFILTER_COLS)]))
     return out
 
 

@@ -168,3 +168,24 @@ def test_cli_strip_detection(pair, tmp_path, monkeypatch, accuracy):
         diff = np.abs(hd[0].data - one.data)[one.footprint]
         assert np.median(diff) < 0.5  # ADU; sky noise is ~10 ADU
     assert accuracy(sol.transform, pair)["rms"] < 0.02
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (64, 1030), (1024, 1024)])
+def test_prefilter_blocks_equal_whole_lines(numpy_backend, shape):
+    """The prefilter's threaded row blocks and transposed column blocks give exactly the
+    whole-array 1-D filters (axis 1, then axis 0, float32 between)."""
+    from scipy import ndimage
+
+    from gpualign._warp import prefilter
+
+    img = (np.random.default_rng(1).random(shape) * 1000).astype(np.float32)
+    for order in (2, 3, 5):
+        ref = img
+        for axis in (1, 0):
+            ref = ndimage.spline_filter1d(ref, order, axis=axis, output=np.float32,
+                                          mode="mirror")
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(prefilter(numpy_backend, img, order, threads), ref)
+        mine = img.copy()
+        assert prefilter(numpy_backend, mine, order, 2, overwrite=True) is mine
+        np.testing.assert_array_equal(mine, ref)
