@@ -19,6 +19,7 @@ from ._errors import GpuAlignError, InputError
 from ._io import load_image, write_fits_atomic
 from ._pipeline import AlignResult, Solution, solve
 from ._warp import warp
+from ._wcs import composed_wcs_cards
 
 log = logging.getLogger("gpualign")
 
@@ -163,6 +164,7 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
         from ._fitsout import warp_to_fits
 
         hdr = output_header(header, solution, str(source), backend.name, interp_order)
+        hdr.update(composed_wcs_cards(header, source, source_ext, solution.transform, shape))
         warp_to_fits(data, solution.transform, shape, out_path, hdr, backend=backend,
                      order=interp_order, cval=cval, mask=mask, threads=threads,
                      overwrite=overwrite, overwrite_input=True)
@@ -177,6 +179,7 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
     t2 = time.perf_counter()
     hdr = output_header(header, solution, str(source), backend.name, interp_order)
+    hdr.update(composed_wcs_cards(header, source, source_ext, solution.transform, shape))
     write_fits_atomic(out_path, result_hdus(result, hdr), overwrite=overwrite)
     solution.timings["write"] = time.perf_counter() - t2
     log_stats(Path(source).name, solution)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -256,3 +257,29 @@ def wcs_header(w: WCS | None) -> fits.Header:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return w.to_header(relax=True)
+
+
+def composed_wcs_cards(template_header: fits.Header | None, source: Any,
+                       source_ext: int | str | None, transform: Transform,
+                       shape: tuple[int, int]) -> fits.Header:
+    """WCS cards for an output whose template header has no WCS (else none).
+
+    The source's WCS (read from its FITS header) composed with the mapping, with
+    ``GA_WCS``/``GA_WCSER``; empty when the template has a WCS or the source none.
+    """
+    if celestial_wcs(template_header) is not None:
+        return fits.Header()
+    from ._io import _pick_hdu
+
+    try:
+        with fits.open(source) as hdul:
+            src_header = _pick_hdu(hdul, source_ext, str(source)).header.copy()
+    except Exception:  # not a readable FITS file: no WCS to compose
+        return fits.Header()
+    w, origin, err = output_wcs(None, src_header, transform, shape)
+    if w is None:
+        return fits.Header()
+    cards = wcs_header(w)
+    cards["GA_WCS"] = (origin, "WCS from: template, source+transform, none")
+    cards["GA_WCSER"] = (float(err), "max error of composed WCS (src px)")
+    return cards

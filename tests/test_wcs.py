@@ -197,3 +197,29 @@ def test_real_jwst_epochs_composed_wcs_matches_the_epochs_own():
     ra, dec = res.wcs.all_pix2world(gx, gy, 0)
     px, py = own.all_world2pix(ra, dec, 0)
     assert np.max(np.hypot(px - gx, py - gy)) < 0.25
+
+
+def test_cli_align_composes_the_source_wcs(make_pair, tmp_path, restore_gpualign_logger):
+    """gpualign align with a template without WCS: the written header has the source's
+    WCS composed with the fitted mapping."""
+    from typer.testing import CliRunner
+
+    from gpualign.cli import app
+
+    pair = make_pair((256, 256), shift=(3.1, -4.2), rotation_deg=12.0, flip=True,
+                     n_stars=400, seed=14)
+    sw = tan_wcs((100.0, 90.0))
+    fits.writeto(tmp_path / "s.fits", pair.source, header=sw.to_header())
+    fits.writeto(tmp_path / "t.fits", pair.template)
+    r = CliRunner().invoke(app, ["align", str(tmp_path / "s.fits"), "-t", str(tmp_path / "t.fits"),
+                                 "-o", str(tmp_path / "o.fits"), "--backend", "numpy", "-q",
+                                 "--save-transform", str(tmp_path / "t.json")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["align", str(tmp_path / "s.fits"), "-t", str(tmp_path / "t.fits"),
+                                 "-o", str(tmp_path / "p.fits"), "--backend", "numpy", "-q"])
+    assert r.exit_code == 0, r.output
+    t = gpualign.Transform.load(tmp_path / "t.json")
+    for out in ("o.fits", "p.fits"):  # the extras path and the plain path
+        hdr = fits.getheader(tmp_path / out)
+        assert hdr["GA_WCS"] == "source+transform"
+        assert sky_error_px(celestial_wcs(hdr), sw, t, (256, 256)) < 1e-3
