@@ -97,14 +97,19 @@ def _eta(order: int, t: np.ndarray) -> np.ndarray:
 def _axis_weights(order: int, s: np.ndarray, n: int, radius: int):
     """Per window offset: the real pixel index and its (reflection-summed) weight."""
     f = np.floor(s)
+    # reflections only matter within the window's reach of an edge
+    near_lo = bool(f.min() <= 2 * radius + 2) if f.size else False
+    near_hi = bool(f.max() >= n - 3 - 2 * radius) if f.size else False
     out = []
     for o in range(-radius, radius + 2):
         r = f + o
         ok = (r >= 0) & (r <= n - 1)
         w = _eta(order, s - r)
         # mirror boundary: the reflections of r about 0 and about n - 1
-        w = w + np.where(r > 0, _eta(order, s + r), 0.0)
-        w = w + np.where(r < n - 1, _eta(order, s - (2 * (n - 1) - r)), 0.0)
+        if near_lo:
+            w = w + np.where(r > 0, _eta(order, s + r), 0.0)
+        if near_hi:
+            w = w + np.where(r < n - 1, _eta(order, s - (2 * (n - 1) - r)), 0.0)
         w = np.where(ok, w, 0.0)
         out.append((np.clip(r, 0, n - 1).astype(np.intp), w))
     return out
@@ -157,13 +162,16 @@ def resample_variance(
             wx2 = [(ix, c * c) for ix, c in wx]
             acc = np.zeros(sy.shape)
             hit = np.zeros(sy.shape, bool) if bad.any() else None
+            flat_var, flat_bad = var.ravel(), bad.ravel()
             for iy, cy in wy:
                 cy2 = cy * cy
+                row = iy * w
                 for ix, cx2 in wx2:
                     w2 = cy2 * cx2
-                    acc += w2 * var[iy, ix]
+                    flat = row + ix
+                    acc += w2 * flat_var.take(flat)
                     if hit is not None:
-                        hit |= (w2 > 1e-12) & bad[iy, ix]
+                        hit |= (w2 > 1e-12) & flat_bad.take(flat)
         if hit is not None:
             acc = np.where(hit, np.inf, acc)
         out[y0:y1] = acc
