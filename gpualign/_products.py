@@ -173,7 +173,8 @@ def finish_result(
     if conserve_flux:
         from ._flux import conserve_flux_inplace
 
-        conserve_flux_inplace(result.data, warp_transform, variance=out_var)
+        conserve_flux_inplace(result.data, warp_transform, variance=out_var,
+                              footprint=result.footprint)
     if out_var is not None:
         result.weight = from_variance(out_var, weight_type, result.footprint)
         result.weight_type = weight_type

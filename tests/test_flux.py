@@ -135,3 +135,7 @@ def test_constant_image_becomes_the_jacobian():
     j = np.abs(jacobian_det_grid(t, np, 0, 64, 0, 64))
     np.testing.assert_allclose(res.data[res.footprint], 5.0 * j[res.footprint], rtol=1e-5)
     assert res.footprint.mean() > 0.5
+    # cval stays cval outside the footprint
+    res = gpualign.apply_transform(t, flat, (64, 64), conserve_flux=True, cval=-3.0,
+                                   backend="numpy")
+    assert np.all(res.data[~res.footprint] == -3.0)
