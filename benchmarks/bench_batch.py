@@ -145,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in records:
             f.write(json.dumps(r) + "\n")
     g, s = records
-    print("| tool | wall s | frames/s | peak RSS MB (one process) | peak tree PSS MB | "
+    print("| tool | wall s | frames/s | peak RSS MB (one process) | peak tree RSS MB | "
           "frames ok | RMS px |\n|---|---:|---:|---:|---:|---:|---:|")
     for r in records:
         print(f"| {r['tool']} | {r['wall_s']:.1f} | {r['frames_per_s']:.2f} | "
-              f"{r['peak_rss_mb']} | {r['peak_tree_pss_mb']} | {r['frames_ok']}/{N_FRAMES} | "
+              f"{r['peak_rss_mb']} | {r['peak_tree_rss_mb']} | {r['frames_ok']}/{N_FRAMES} | "
               f"{r['rms_px']:.4f} |")
     print(f"speed-up gpualign / spalipy: {s['wall_s'] / g['wall_s']:.1f}x")
     return 0
