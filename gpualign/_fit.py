@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ def robust_fit(
     *,
     clip_sigma: float = 4.0,
     max_iter: int = 8,
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray], Transform] | None = None,
 ) -> tuple[Transform, np.ndarray]:
     """Weighted fit with iterative rejection of outliers.
 
@@ -69,15 +71,22 @@ def robust_fit(
     norm : tuple
     clip_sigma : float
     max_iter : int
+    fit : callable, optional
+        ``fit(tmpl_xy, src_xy, weights) -> Transform``; default: the full affine +
+        polynomial of ``degree`` (:func:`fit_polynomial`).
 
     Returns
     -------
     transform : Transform
     inliers : ndarray of bool
     """
+    if fit is None:
+        def fit(t_xy: np.ndarray, s_xy: np.ndarray, w: np.ndarray) -> Transform:
+            return fit_polynomial(t_xy, s_xy, w, degree, norm)
+
     keep = np.ones(len(tmpl_xy), bool)
     w = 1.0 / sigma**2
-    t = fit_polynomial(tmpl_xy, src_xy, w, degree, norm)
+    t = fit(tmpl_xy, src_xy, w)
     for _ in range(max_iter):
         r = _residuals(t, tmpl_xy, src_xy) / sigma
         # chi with 2 degrees of freedom: median is 1.1774 for unit-variance axes
@@ -88,7 +97,7 @@ def robust_fit(
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-        t = fit_polynomial(tmpl_xy[keep], src_xy[keep], w[keep], degree, norm)
+        t = fit(tmpl_xy[keep], src_xy[keep], w[keep])
     return t, keep
 
 

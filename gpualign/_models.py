@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from ._errors import InputError
+from ._fit import robust_fit
 from ._transform import Transform, _design, _exponents, _weighted_lstsq, n_terms
 
 log = logging.getLogger("gpualign")
@@ -153,19 +154,11 @@ def robust_fit_model(
     transform : Transform
     inliers : ndarray of bool
     """
-    keep = np.ones(len(tmpl_xy), bool)
-    w = 1.0 / sigma**2
-    t = fit_model(model, tmpl_xy, src_xy, w, degree, norm, mirrored=mirrored)
-    for _ in range(max_iter):
-        r = np.hypot(*(t.map_points(tmpl_xy) - src_xy).T) / sigma
-        scale = max(np.median(r[keep]) / 1.1774, 1.0)
-        new_keep = r <= clip_sigma * scale
-        if new_keep.sum() < max(n_terms(degree) + 2, 4) or np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-        t = fit_model(model, tmpl_xy[keep], src_xy[keep], w[keep], degree, norm,
-                      mirrored=mirrored)
-    return t, keep
+    return robust_fit(
+        tmpl_xy, src_xy, sigma, degree, norm, clip_sigma=clip_sigma, max_iter=max_iter,
+        fit=lambda t_xy, s_xy, w: fit_model(model, t_xy, s_xy, w, degree, norm,
+                                            mirrored=mirrored),
+    )
 
 
 def _held_out_sq(
