@@ -260,22 +260,34 @@ def bench_gpualign(field: Path, scratch: Path, timeout: float, backend: str) -> 
     return rec
 
 
-def bench_spalipy(field: Path, scratch: Path, timeout: float, peers: Path,
-                  limit_gb: float) -> dict:
-    """spalipy's whole run (read, align, write) under an address-space limit."""
-    out = scratch / f"{field.name}-spalipy.fits"
-    out.unlink(missing_ok=True)
-    code = (
+PEER_CODE = {
+    "spalipy": (
         "import sys, numpy as np; from astropy.io import fits; import spalipy\n"
         "s = fits.getdata(sys.argv[1]); t = fits.getdata(sys.argv[2])\n"
         "sp = spalipy.Spalipy(s, template_data=t, output_shape=t.shape); sp.align()\n"
         "assert not sp.alignment_failed, 'alignment failed'\n"
         "fits.writeto(sys.argv[3], np.asarray(sp.aligned_data, np.float32))\n"
-    )
+    ),
+    "astroalign": (
+        "import sys, numpy as np; from astropy.io import fits; import astroalign\n"
+        "s = fits.getdata(sys.argv[1]).astype(np.float32)\n"
+        "t = fits.getdata(sys.argv[2]).astype(np.float32)\n"
+        "aligned, _ = astroalign.register(s, t)\n"
+        "fits.writeto(sys.argv[3], np.asarray(aligned, np.float32))\n"
+    ),
+}
+
+
+def bench_peer(tool: str, field: Path, scratch: Path, timeout: float, peers: Path,
+               limit_gb: float) -> dict:
+    """A peer's whole run (read, align, write) under an address-space limit."""
+    out = scratch / f"{field.name}-{tool}.fits"
+    out.unlink(missing_ok=True)
+    code = PEER_CODE[tool]
     limit = int(limit_gb * 2**30)
     cmd = ["prlimit", f"--as={limit}", str(peers / "bin" / "python"), "-c", code,
            str(field / "source.fits"), str(field / "template.fits"), str(out)]
-    rec = {"field": field.name, "tool": "spalipy", "as_limit_gb": limit_gb,
+    rec = {"field": field.name, "tool": tool, "as_limit_gb": limit_gb,
            **run_measured(cmd, timeout)}
     rec["status"] = "ok" if rec["returncode"] == 0 and out.exists() else "failed"
     if rec["status"] == "ok":
@@ -309,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-sizes", type=int, nargs="*", default=[],
                     help="big sources registered onto a 16384^2 template")
     ap.add_argument("--spalipy", type=int, nargs="*", default=[], help="sizes to run spalipy on")
+    ap.add_argument("--astroalign", type=int, nargs="*", default=[],
+                    help="sizes to run astroalign on")
+    ap.add_argument("--skip-gpualign", action="store_true", help="peers only")
     ap.add_argument("--peers", type=Path, default=Path("/work/peers-venv"))
     ap.add_argument("--spalipy-limit-gb", type=float, default=20.0)
     ap.add_argument("--backend", default="auto")
@@ -323,12 +338,14 @@ def main(argv: list[str] | None = None) -> int:
              "note": "single run on a shared machine (other processes running): noisy"}
     for size, src in jobs:
         field = make_field(args.data, size, src)
-        rec = {**bench_gpualign(field, scratch, args.timeout, args.backend), **stamp}
-        print(json.dumps({k: v for k, v in rec.items() if k != "log_tail"}), flush=True)
-        records.append(rec)
-        if size in args.spalipy and src is None:
-            rec = {**bench_spalipy(field, scratch, args.timeout, args.peers,
-                                   args.spalipy_limit_gb), **stamp}
+        recs = [] if args.skip_gpualign else [bench_gpualign(field, scratch, args.timeout,
+                                                              args.backend)]
+        for tool in ("spalipy", "astroalign"):
+            if size in getattr(args, tool) and src is None:
+                recs.append(bench_peer(tool, field, scratch, args.timeout, args.peers,
+                                       args.spalipy_limit_gb))
+        for rec in recs:
+            rec.update(stamp)
             print(json.dumps({k: v for k, v in rec.items() if k != "log_tail"}), flush=True)
             records.append(rec)
     args.out.parent.mkdir(parents=True, exist_ok=True)
