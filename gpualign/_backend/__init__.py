@@ -221,14 +221,18 @@ def backend_report() -> dict[str, str]:
     -------
     dict
         Keys ``backend``, ``reason``, ``device`` (name and memory on a GPU),
-        ``numpy``, ``scipy`` and, when CuPy imports, ``cupy``, ``cuda_runtime`` and
+        ``cpu_sampler`` (the NumPy warp's compiled sampler or SciPy's), ``numpy``,
+        ``scipy`` and, when CuPy imports, ``cupy``, ``cuda_runtime`` and
         ``cuda_driver``.
     """
+    from . import _host
+
     backend = get_backend("auto")
     report = {
         "backend": backend.name,
         "reason": backend.reason,
         "device": backend.device,
+        "cpu_sampler": _host.status(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
     }
