@@ -18,6 +18,8 @@ import pytest
 from scipy import ndimage
 
 import gpualign
+from gpualign import _warp
+from gpualign._backend import get_backend
 from gpualign._detect import detect
 from gpualign._transform import Transform
 from gpualign._warp import kernel_reach, warp
@@ -203,3 +205,53 @@ def test_pipeline_nan_region_against_truth(order, nan_pair):
     assert nan[inside & (dist[iy, ix] == 0) & (ndimage.binary_erosion(bad)[iy, ix])].all()
     assert not (nan & inside & (dist[iy, ix] > kernel_reach(order) + 1)).any()
     assert (nan & inside).mean() <= 0.05 * (2 * kernel_reach(order) + 1)
+
+
+def _defect_image(rng, shape=(1024, 768)):
+    img = (rng.normal(size=shape) * 5 + 100).astype(np.float32)
+    bad = np.zeros(shape, bool)
+    bad[:, shape[1] - 68:] = True  # a 68 px NaN border: beyond max_reach, the median
+    bad[300:340, 100:140] = True  # a blob
+    bad[:, shape[1] // 2] = True  # a bad column through every row block
+    bad[::97, ::89] = True  # scattered pixels
+    img[bad] = np.nan
+    return img, bad
+
+
+def test_fill_invalid_in_blocks_equals_the_whole_frame():
+    img, bad = _defect_image(np.random.default_rng(5))
+    backend = get_backend("numpy")
+    whole = _warp.fill_invalid(backend, img, bad, block_rows=img.shape[0])
+    for rows in (1, 64, 257):
+        blocks = _warp.fill_invalid(backend, img, bad, block_rows=rows)
+        # Same windows; only the running sums of the column filter start elsewhere.
+        np.testing.assert_allclose(blocks, whole, rtol=2e-6, atol=0)
+    np.testing.assert_array_equal(whole[~bad], img[~bad])  # valid pixels untouched
+    assert np.isfinite(whole).all()
+    # Far from valid data: the median of the valid pixels (of a strided sample).
+    far = whole[:, 740:]
+    assert np.unique(far).size == 1
+    assert abs(far[0, 0] - np.median(img[~bad])) < 0.05
+    # Near valid data: a local mean, close to the image's level.
+    assert abs(whole[320, 120] - 100) < 2
+
+
+def test_fill_invalid_temporaries_stay_small(monkeypatch):
+    import tracemalloc
+
+    # At mosaic sizes the median's sample (2**20 px) is small beside a frame; scale
+    # it down with this small image so that the blocks' own temporaries are measured.
+    monkeypatch.setattr(_warp, "FILL_MEDIAN_SAMPLE", 1 << 14)
+    img, bad = _defect_image(np.random.default_rng(6), shape=(4096, 256))
+    frame = img.nbytes
+    backend = get_backend("numpy")
+    peaks = {}
+    for rows in (img.shape[0], 32):
+        tracemalloc.start()
+        _warp.fill_invalid(backend, img, bad, block_rows=rows)
+        peaks[rows] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # The result is one frame; whole-frame filling needs several more for its
+    # temporaries, blocks of 32 rows (windows of 96) a small fraction of one.
+    assert peaks[img.shape[0]] > 4 * frame
+    assert peaks[32] < 1.5 * frame
