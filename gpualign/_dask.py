@@ -51,11 +51,11 @@ def _gpu_count(backend: str) -> int:
         return 0
     from ._backend import get_backend
 
-    if get_backend(backend).name != "cupy":
+    chosen = get_backend(backend)
+    if chosen.name != "cupy":
         return 0
-    import cupy
-
-    return int(cupy.cuda.runtime.getDeviceCount())
+    # the backend's own CuPy (gpualign._backend is the only place that imports it)
+    return int(chosen.xp.cuda.runtime.getDeviceCount())
 
 
 def _local_cluster(workers: int, backend: str) -> Any:

@@ -3,6 +3,9 @@
 The cluster's result must equal the serial run (same transforms, same pixels); a
 worker that dies mid-batch costs nothing: its frame is retried elsewhere, nothing
 is lost, and an output an earlier attempt wrote is not written again.
+
+Which local cluster ``--workers N`` starts (dask-cuda's one worker per GPU, or a plain
+``LocalCluster``) is checked without GPUs or dask-cuda, on recording stand-ins.
 """
 
 from __future__ import annotations
@@ -188,3 +191,141 @@ def test_unreachable_scheduler_is_an_input_error(frames, tmp_path):
                                        "-o", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"])
     assert res.exit_code == 2
     assert "cannot reach the Dask scheduler" in res.stderr
+
+
+# --- which local cluster ``--workers N`` starts (issue 5) -----------------------------
+# No GPU and no dask-cuda here: the strict CuPy stand-in plays N visible GPUs (through
+# gpualign's backend selection, as everywhere else), a fake ``dask_cuda`` module records
+# how its LocalCUDACluster is built, and distributed.LocalCluster is replaced by a
+# recorder too, so no cluster is started.
+
+
+class _Recorder:
+    """A cluster that only records its constructor's keywords (and whether it was closed)."""
+
+    made: list
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.closed = False
+        type(self).made.append(self)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def clusters(monkeypatch):
+    """Fake ``dask_cuda.LocalCUDACluster`` and ``distributed.LocalCluster``: (cuda, plain)."""
+    import types
+
+    cuda = type("LocalCUDACluster", (_Recorder,), {"made": []})
+    plain = type("LocalCluster", (_Recorder,), {"made": []})
+    fake = types.ModuleType("dask_cuda")
+    fake.LocalCUDACluster = cuda
+    monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    monkeypatch.setattr(distributed, "LocalCluster", plain)
+    return cuda, plain
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """``gpus(n)``: CuPy (the strict stand-in) installed with n visible GPUs."""
+    import contextlib
+
+    import strict_cupy
+
+    strict_cupy.install(monkeypatch)
+    with contextlib.ExitStack() as stack:
+        yield lambda n: stack.enter_context(strict_cupy.configure(device_count=n))
+
+
+LOOPBACK = dict(threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+
+
+@pytest.mark.parametrize("backend", ["auto", "cupy"])
+@pytest.mark.parametrize("workers, n_gpu", [(8, 4), (4, 4), (2, 4), (1, 3)])
+def test_local_cluster_one_worker_per_gpu(clusters, gpus, backend, workers, n_gpu):
+    """CuPy with GPUs and dask-cuda: LocalCUDACluster, one worker per GPU (at most N)."""
+    from gpualign._dask import _local_cluster
+
+    cuda, plain = clusters
+    gpus(n_gpu)
+    got = _local_cluster(workers, backend)
+    assert plain.made == []
+    assert len(cuda.made) == 1 and got is cuda.made[0]
+    assert got.kwargs["n_workers"] == min(workers, n_gpu)
+    assert {k: got.kwargs[k] for k in LOOPBACK} == LOOPBACK
+    assert got.kwargs.get("processes", True) is True  # dask-cuda needs processes
+    assert "CUDA_VISIBLE_DEVICES" not in got.kwargs  # all visible GPUs, one per worker
+
+
+def test_local_cluster_without_dask_cuda(clusters, gpus, monkeypatch, caplog,
+                                         restore_gpualign_logger):
+    """GPUs but no dask-cuda: a plain LocalCluster of N processes, and a warning."""
+    from gpualign._dask import _local_cluster
+
+    cuda, plain = clusters
+    gpus(2)
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # ``import dask_cuda`` fails
+    restore_gpualign_logger.propagate = True
+    with caplog.at_level("WARNING", logger="gpualign"):
+        got = _local_cluster(3, "auto")
+    assert cuda.made == []
+    assert len(plain.made) == 1 and got is plain.made[0]
+    assert got.kwargs["n_workers"] == 3 and got.kwargs["processes"] is True
+    assert {k: got.kwargs[k] for k in LOOPBACK} == LOOPBACK
+    assert any("dask-cuda is not installed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("case", ["numpy-backend", "no-visible-gpu", "no-cupy"])
+def test_local_cluster_without_gpus(clusters, gpus, monkeypatch, case):
+    """dask-cuda importable but no GPU to use: a plain LocalCluster of N processes."""
+    import gpualign._backend as backend_module
+    from gpualign._dask import _local_cluster
+
+    cuda, plain = clusters
+    backend = "auto"
+    if case == "numpy-backend":  # GPUs there, but the batch runs on NumPy
+        gpus(2)
+        backend = "numpy"
+    elif case == "no-visible-gpu":  # CuPy installed, no device
+        gpus(0)
+    else:
+        def missing():
+            raise ModuleNotFoundError("No module named 'cupy'")
+
+        monkeypatch.setattr(backend_module, "_import_cupy", missing)
+    got = _local_cluster(3, backend)
+    assert cuda.made == []
+    assert len(plain.made) == 1 and got is plain.made[0]
+    assert got.kwargs["n_workers"] == 3 and got.kwargs["processes"] is True
+    assert {k: got.kwargs[k] for k in LOOPBACK} == LOOPBACK
+
+
+def test_open_client_on_the_cuda_cluster(clusters, gpus, monkeypatch):
+    """``open_client(workers=N)`` on 2 GPUs: the CUDA cluster's 2 workers, closed after."""
+    from gpualign._dask import open_client
+
+    cuda, plain = clusters
+
+    class Client:
+        def __init__(self, cluster):
+            self.cluster = cluster
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def scheduler_info(self):
+            n = self.cluster.kwargs["n_workers"]
+            return {"workers": {f"tcp://127.0.0.1:{4000 + i}": {} for i in range(n)}}
+
+    monkeypatch.setattr(distributed, "Client", Client)
+    gpus(2)
+    with open_client(workers=6, backend="cupy") as (client, n_local):
+        assert client.cluster is cuda.made[0] and not client.cluster.closed
+        assert n_local == 2
+    assert plain.made == [] and len(cuda.made) == 1 and cuda.made[0].closed
