@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +187,58 @@ def _score(
     return len(i), float(expected), matrix
 
 
+#: Template quads kept for reuse (a batch matches every frame against one template).
+TEMPLATE_QUADS_KEPT = 4
+_TEMPLATE_QUADS: OrderedDict = OrderedDict()
+_TEMPLATE_QUADS_LOCK = threading.Lock()
+
+
+def template_quads(
+    tmpl: Catalog, backend: Backend | None, **kw: float | int
+) -> tuple[np.ndarray, np.ndarray, NeighbourIndex]:
+    """The template's quad hash codes, quads and hash index, built once per template.
+
+    Keyed by the template's star positions (a digest of their bytes), its shape, the
+    quad dials and the backend, so that the frames of a batch (in one process, or in
+    worker processes forked after the first) hash the template once; the last
+    :data:`TEMPLATE_QUADS_KEPT` templates are kept. The index is read-only after it
+    is built, so sharing it is safe.
+
+    Parameters
+    ----------
+    tmpl : Catalog
+        Filtered template catalogue.
+    backend : Backend or None
+        Where the hash index's queries run.
+    **kw
+        ``n_quad_det``, ``min_quad_sep``, ``sub_tile`` for :func:`build_quads`.
+
+    Returns
+    -------
+    hashes, quads : ndarray
+        As :func:`gpualign._quads.build_quads`.
+    index : NeighbourIndex
+        Neighbour index over the hashes.
+    """
+    xy = np.ascontiguousarray(tmpl.xy, dtype=np.float64)
+    key = (hashlib.sha1(xy.tobytes()).hexdigest(), xy.shape,
+           None if tmpl.shape is None else tuple(int(v) for v in tmpl.shape),
+           tuple(sorted(kw.items())),
+           None if backend is None else (backend.name, id(backend.xp)))
+    with _TEMPLATE_QUADS_LOCK:
+        hit = _TEMPLATE_QUADS.get(key)
+        if hit is not None:
+            _TEMPLATE_QUADS.move_to_end(key)
+            return hit
+    t_hash, t_quads = build_quads(xy, tmpl.shape, **kw)
+    entry = (t_hash, t_quads, NeighbourIndex(t_hash, backend))
+    with _TEMPLATE_QUADS_LOCK:
+        _TEMPLATE_QUADS[key] = entry
+        while len(_TEMPLATE_QUADS) > TEMPLATE_QUADS_KEPT:
+            _TEMPLATE_QUADS.popitem(last=False)
+    return entry
+
+
 def quad_match(
     src: Catalog,
     tmpl: Catalog,
@@ -255,13 +310,12 @@ def quad_match(
             )
     src_xy, tmpl_xy = src.xy, tmpl.xy
     kw = dict(n_quad_det=n_quad_det, min_quad_sep=min_quad_sep, sub_tile=sub_tile)
-    t_hash, t_quads = build_quads(tmpl_xy, tmpl.shape, **kw)
+    t_hash, t_quads, t_tree = template_quads(tmpl, backend, **kw)
     if len(t_hash) == 0:
         raise NoQuadMatch(
             "no quads could be built from the template stars",
             hint=f"stars may be closer together than min_quad_sep={min_quad_sep}",
         )
-    t_tree = NeighbourIndex(t_hash, backend)
     candidates = []  # (hash distance, mirrored, source quad, template quad)
     parities = (False, True) if allow_mirror else (False,)
     src_quads_by_parity = {}

@@ -153,6 +153,26 @@ def test_in_memory_batch_and_template_detected_once(frames, pair, monkeypatch):
         check_accuracy(r.result.transform, name, pair)
 
 
+def test_template_hashed_once_per_batch(pair, monkeypatch):
+    """Quads of the template are built on the first frame and reused by the others."""
+    import gpualign._match as match
+
+    built = []
+    real = match.build_quads
+    monkeypatch.setattr(match, "build_quads",
+                        lambda xy, *a, **k: built.append(np.array(xy)) or real(xy, *a, **k))
+    monkeypatch.setattr(match, "_TEMPLATE_QUADS", type(match._TEMPLATE_QUADS)())
+    arrays = [np.ascontiguousarray(VIEWS[n][0](pair.source)) for n in ("plain", "flipped")]
+    arrays.append(arrays[0].copy())
+    results = gpualign.align_batch(arrays, pair.template, processes=1, backend="numpy")
+    assert [r.status for r in results] == ["ok"] * 3
+    tmpl_xy = [xy for xy in built if any(np.array_equal(xy, o) for o in built[:1])]
+    assert len(tmpl_xy) == 1  # the first build is the template's; never again
+    assert len(built) == 1 + 2 * len(arrays)  # plus both parities of every source
+    for r in results[1:]:
+        check_accuracy(r.result.transform, "flipped" if r is results[1] else "plain", pair)
+
+
 def test_cli_summary_and_exit_code(frames, pair, tmp_path):
     names = ["plain", "corrupt", "flipped", "blank"]
     res = cli(*[frames[n] for n in names], "-t", frames["template"], "-o", tmp_path / "o",
