@@ -251,7 +251,7 @@ def _fill_window(xp: Any, ndi: Any, image: Any, bad: Any, max_reach: int) -> tup
 
 
 def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
-                 block_rows: int | None = None) -> Any:
+                 block_rows: int | None = None, in_place: bool = False) -> Any:
     """Replace invalid pixels by the mean of valid neighbours (growing windows).
 
     Only the pixels near valid data matter (the prefilter's influence decays by
@@ -264,15 +264,21 @@ def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
     then lies inside it, as in a whole-frame computation), and blocks without
     invalid pixels are skipped: the temporaries stay a few blocks in size instead
     of six full frames (a 16384^2 mosaic with NaN borders needed ~6 GB for them).
+    With ``in_place`` a writeable C-contiguous float32 ``image`` is filled in its
+    own memory (one full frame less); the result is the same, because each window
+    reads only the valid pixels, which are never written.
 
     Returns
     -------
     array
-        A new float32 array: ``image`` with its invalid pixels filled.
+        ``image`` with its invalid pixels filled: ``image`` itself with ``in_place``
+        (when its layout allows), else a new float32 array.
     """
     xp, ndi = backend.xp, backend.ndimage
     ny, nx = int(image.shape[0]), int(image.shape[1])
-    out = image.astype(xp.float32, copy=True)
+    reuse = (in_place and image.dtype == xp.float32 and image.flags.c_contiguous
+             and getattr(image.flags, "writeable", True))
+    out = image if reuse else image.astype(xp.float32, copy=True)
     rows = block_rows or max(1, FILL_BLOCK_PIXELS // max(nx, 1))
     halo = int(max_reach)
     median = None
@@ -376,7 +382,7 @@ def warp(
     size = 2 * reach + 1
     bad_grown = None
     if has_bad:
-        src = fill_invalid(backend, src, bad)
+        src = fill_invalid(backend, src, bad, in_place=overwrite_input)
         bad_grown = ndi.maximum_filter(bad.astype(xp.uint8), size=size, mode="nearest")
     del bad
     # After fill_invalid, src is a private array: filter it in place.

@@ -226,6 +226,10 @@ def test_fill_invalid_in_blocks_equals_the_whole_frame():
         blocks = _warp.fill_invalid(backend, img, bad, block_rows=rows)
         # Same windows; only the running sums of the column filter start elsewhere.
         np.testing.assert_allclose(blocks, whole, rtol=2e-6, atol=0)
+    mine = img.copy()
+    same = _warp.fill_invalid(backend, mine, bad, block_rows=64, in_place=True)
+    assert same is mine  # filled in its own memory, to the same values
+    np.testing.assert_array_equal(same, _warp.fill_invalid(backend, img, bad, block_rows=64))
     np.testing.assert_array_equal(whole[~bad], img[~bad])  # valid pixels untouched
     assert np.isfinite(whole).all()
     # Far from valid data: the median of the valid pixels (of a strided sample).
