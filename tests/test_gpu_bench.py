@@ -25,6 +25,8 @@ from gpualign._neighbours import NeighbourIndex
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_bench.py"
+if not SCRIPT.is_file():  # e.g. the tests shipped in the CUDA image, without benchmarks/
+    pytest.skip("benchmarks/gpu_bench.py is not in this tree", allow_module_level=True)
 #: The stages issue 3 asks for, as the benchmark's record keys (seconds).
 STAGES = ("detect_s", "match_s", "fit_s", "surfaces_s", "warp_cupyx_s", "warp_fused_s",
           "h2d_s", "d2h_s", "transfers_s", "prefilter_s")
