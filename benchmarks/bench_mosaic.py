@@ -82,26 +82,41 @@ def _render_rows(y0: int, y1: int, width: int, xy: np.ndarray, flux: np.ndarray,
 
 
 def write_field(path: Path, shape: tuple[int, int], xy: np.ndarray, flux: np.ndarray,
-                seed: int, rows: int = 256) -> None:
-    """A FITS star field written row block by row block (bounded memory)."""
+                seed: int, rows: int = 256, nan_border: int = 0) -> None:
+    """A FITS star field written row block by row block (bounded memory).
+
+    ``nan_border`` pixels along every edge are NaN, as an earlier reprojection leaves
+    a mosaic's borders.
+    """
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(_fits_header(shape))
         for y0 in range(0, shape[0], rows):
             y1 = min(y0 + rows, shape[0])
             rng = np.random.default_rng([seed, y0])
-            f.write(_render_rows(y0, y1, shape[1], xy, flux, rng).tobytes())
+            block = _render_rows(y0, y1, shape[1], xy, flux, rng)
+            if nan_border:
+                b = nan_border
+                block[:, :b] = block[:, shape[1] - b:] = np.nan
+                ys = np.arange(y0, y1)
+                block[(ys < b) | (ys >= shape[0] - b)] = np.nan
+            f.write(block.tobytes())
         n = shape[0] * shape[1] * 4
         f.write(b"\0" * (-n % 2880))
     os.replace(tmp, path)
 
 
-def make_field(out: Path, size: int, source_size: int | None = None, seed: int = 7) -> Path:
-    """template.fits, source.fits and truth.json of a mosaic field (skipped if present)."""
+def make_field(out: Path, size: int, source_size: int | None = None, seed: int = 7,
+               nan_border: int = 0) -> Path:
+    """template.fits, source.fits and truth.json of a mosaic field (skipped if present).
+
+    With ``nan_border`` the source's outer ``nan_border`` pixels are NaN.
+    """
     from gpualign._simulate import make_mapping
 
     src_size = source_size or size
-    name = f"mosaic{size}" + (f"-src{src_size}" if source_size else "")
+    name = (f"mosaic{size}" + (f"-src{src_size}" if source_size else "")
+            + (f"-nan{nan_border}" if nan_border else ""))
     d = out / name
     if (d / "truth.json").exists():
         return d
@@ -121,10 +136,12 @@ def make_field(out: Path, size: int, source_size: int | None = None, seed: int =
     sx, sy = mapping(xy[:, 0], xy[:, 1])
     sxy = np.column_stack([sx, sy])
     write_field(d / "template.fits", (size, size), xy, flux, seed * 10 + 1)
-    write_field(d / "source.fits", (src_size, src_size), sxy, flux, seed * 10 + 2)
+    write_field(d / "source.fits", (src_size, src_size), sxy, flux, seed * 10 + 2,
+                nan_border=nan_border)
     # evaluation stars: bright, isolated, inside both images away from the edges
-    m = 12
-    inside = ((xy > m) & (xy < size - 1 - m)).all(1) & ((sxy > m) & (sxy < src_size - 1 - m)).all(1)
+    m, ms = 12, 12 + nan_border
+    inside = (((xy > m) & (xy < size - 1 - m)).all(1)
+              & ((sxy > ms) & (sxy < src_size - 1 - ms)).all(1))
     from scipy.spatial import cKDTree
 
     tree = cKDTree(xy)
@@ -323,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spalipy", type=int, nargs="*", default=[], help="sizes to run spalipy on")
     ap.add_argument("--astroalign", type=int, nargs="*", default=[],
                     help="sizes to run astroalign on")
+    ap.add_argument("--nan-border", type=int, nargs="*", default=[],
+                    help="also run each size with a source whose outer N px are NaN")
     ap.add_argument("--skip-gpualign", action="store_true", help="peers only")
     ap.add_argument("--peers", type=Path, default=Path("/work/peers-venv"))
     ap.add_argument("--spalipy-limit-gb", type=float, default=20.0)
@@ -332,16 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     scratch = args.data / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, None) for s in args.sizes] + [(16384, s) for s in args.source_sizes]
+    jobs = ([(s, None, 0) for s in args.sizes] + [(16384, s, 0) for s in args.source_sizes]
+            + [(s, None, b) for s in args.sizes for b in args.nan_border])
     records = []
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
              "note": "single run on a shared machine (other processes running): noisy"}
-    for size, src in jobs:
-        field = make_field(args.data, size, src)
+    for size, src, border in jobs:
+        field = make_field(args.data, size, src, nan_border=border)
         recs = [] if args.skip_gpualign else [bench_gpualign(field, scratch, args.timeout,
                                                               args.backend)]
         for tool in ("spalipy", "astroalign"):
-            if size in getattr(args, tool) and src is None:
+            if size in getattr(args, tool) and src is None and not border:
                 recs.append(bench_peer(tool, field, scratch, args.timeout, args.peers,
                                        args.spalipy_limit_gb))
         for rec in recs:

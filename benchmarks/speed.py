@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", nargs="+", default=["gpualign", "astroalign", "spalipy"])
     ap.add_argument("--peers-python", default=str(HERE.parent / ".venv-peers/bin/python"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.jsonl")
+    ap.add_argument("--note", default="", help="recorded with the results (machine load...)")
     args = ap.parse_args(argv)
     runs: dict[str, list[dict]] = {t: [] for t in args.tools}
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {i + 1}/{args.repeat} {tool:12s} {rec.get('status')} "
                       f"wall={rec.get('wall_s') or float('nan'):.2f}s "
                       f"rss={rec.get('peak_rss_mb') or float('nan'):.0f}MB", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
+    machine = (f"{platform.processor() or platform.machine()}, {platform.system()}, "
+               f"{os.cpu_count()} cores")
+    try:
+        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+             "gpualign_commit": commit, "note": args.note}
     print(f"\nfield {args.field}, {args.repeat} interleaved runs each ({machine})")
     print("| tool | median wall s | min-max s | median peak RSS MB | runs ok |")
     print("|---|---:|---:|---:|---:|")
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "min_wall_s": min(walls) if walls else None,
                 "max_wall_s": max(walls) if walls else None,
                 "median_peak_rss_mb": statistics.median(rss) if rss else None,
+                "walls_s": walls, **stamp,
             }
             fh.write(json.dumps(summary) + "\n")
             if walls:
