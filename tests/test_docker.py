@@ -206,6 +206,18 @@ def test_install_lines_are_the_readmes():
     assert any(re.match(r"pytest\b", d) for d in test_deps)
 
 
+def test_cpu_image_builds_the_host_library():
+    """The slim CPU image installs a compiler for the wheel build (the fast CPU warp),
+    checks the library loads, and removes the compiler in the same layer."""
+    runs = [a for w, a in instructions(DOCKER / "Dockerfile.cpu") if w == "RUN"]
+    (run,) = [r for r in runs if "pip install" in r]
+    steps = [s.strip() for s in run.split("&&")]
+    install = next(i for i, s in enumerate(steps) if s.startswith("pip install"))
+    assert any("apt-get install" in s and "g++" in s for s in steps[:install]), steps
+    assert any("_host.status()" in s and "compiled" in s for s in steps[install + 1:]), steps
+    assert any("apt-get purge" in s and "g++" in s for s in steps[install + 1:]), steps
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_host_library_built_here_is_not_copied(dockerfile):
     """An editable install leaves gpualign/libgpualign_host.so in the checkout; the wheel

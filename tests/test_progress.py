@@ -149,3 +149,29 @@ def test_plain_lines_without_rich(terminal, monkeypatch):
     assert lines[1].startswith("gpualign: aligning 2/3 frames, 1 failed, b.fits FAILED")
     assert lines[2] == "gpualign: aligning 3/3 frames, 1 failed, c.fits ok"
     assert (bar.done, bar.failed) == (3, 1)
+
+
+def test_estimate_of_the_time_left(terminal, monkeypatch):
+    """The estimate is the mean time per finished frame times the frames left."""
+    monkeypatch.setattr(_progress, "_rich", lambda: None)
+    clock = iter([100.0, 110.0, 120.0, 400.0, 700.0])  # start, then one per frame
+    monkeypatch.setattr(_progress.time, "perf_counter", lambda: next(clock))
+    with _progress.BatchProgress(4, enabled=True) as bar:
+        for name in ("a", "b", "c", "d"):
+            bar.update(True, name)
+    lines = terminal.getvalue().splitlines()
+    assert lines[0].endswith("a ok, about 30 s left")  # 10 s for 1 frame, 3 left
+    assert lines[1].endswith("b ok, about 20 s left")  # 20 s for 2, 2 left
+    assert lines[2].endswith("c ok, about 2 min left")  # 300 s for 3, 1 left: 100 s
+    assert lines[3] == "gpualign: aligning 4/4 frames, 0 failed, d ok"  # none when done
+
+
+def test_rich_bar_shows_elapsed_and_remaining_time(terminal):
+    rp = pytest.importorskip("rich.progress")
+    with _progress.BatchProgress(2, enabled=True) as bar:
+        columns = bar._rich.columns
+        bar.update(True, "a")
+        bar.update(True, "b")
+    kinds = [type(c) for c in columns]
+    assert rp.TimeRemainingColumn in kinds and rp.TimeElapsedColumn in kinds
+    assert rp.MofNCompleteColumn in kinds
