@@ -117,6 +117,38 @@ void filter_lines(double* c, long long n, long long lanes, const double* poles,
     }
 }
 
+// Filter `lanes` lines of a float32 image in place through a float64 buffer: line l
+// starts at base + l * lane_step and has n samples `step` apart (rows: step 1 and
+// lane_step = width; columns: step = width and lane_step 1). Returns 0, or -2 when the buffer cannot be allocated (nothing
+// written).
+int filter_block(float* base, long long n, long long step, long long lanes,
+                 long long lane_step, int order) {
+    double poles[2];
+    const int npoles = filter_poles(order, poles);
+    if (n <= 0 || lanes <= 0) return 0;
+    double* c = (double*)std::malloc(sizeof(double) * (size_t)(n * lanes));
+    if (!c) return -2;
+    // Copy in and out along the image's contiguous direction (only the memory order
+    // of the copies differs; every value and operation is the same).
+    if (step == 1) {
+        for (long long l = 0; l < lanes; ++l)
+            for (long long i = 0; i < n; ++i) c[i * lanes + l] = (double)base[l * lane_step + i];
+    } else {
+        for (long long i = 0; i < n; ++i)
+            for (long long l = 0; l < lanes; ++l) c[i * lanes + l] = (double)base[l + i * step];
+    }
+    filter_lines(c, n, lanes, poles, npoles);
+    if (step == 1) {
+        for (long long l = 0; l < lanes; ++l)
+            for (long long i = 0; i < n; ++i) base[l * lane_step + i] = (float)c[i * lanes + l];
+    } else {
+        for (long long i = 0; i < n; ++i)
+            for (long long l = 0; l < lanes; ++l) base[l + i * step] = (float)c[i * lanes + l];
+    }
+    std::free(c);
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -125,55 +157,24 @@ int ga_host_abi(void) { return 2; }
 
 int ga_host_prefilter_rows(float* img, long long h, long long w, long long row0,
                            long long row1, int order) {
-    double poles[2];
     if (order == 0 || order == 1) return 0;
-    const int npoles = filter_poles(order, poles);
-    if (npoles == 0 || row0 < 0 || row1 > h || row0 > row1 || w < 0) return -1;
-    if (w == 0 || row0 == row1) return 0;
+    if (order < 0 || order > 5 || row0 < 0 || row1 > h || row0 > row1 || w < 0) return -1;
     // Rows are filtered ROW_LANES at a time as interleaved lanes, so that the
     // recursions of different rows overlap instead of waiting on one another.
     const long long ROW_LANES = 16;
-    double* c = (double*)std::malloc(sizeof(double) * (size_t)(w * ROW_LANES));
-    if (!c) return -2;
     for (long long r0 = row0; r0 < row1; r0 += ROW_LANES) {
         const long long lanes = (row1 - r0) < ROW_LANES ? (row1 - r0) : ROW_LANES;
-        for (long long l = 0; l < lanes; ++l) {
-            const float* row = img + (r0 + l) * w;
-            for (long long i = 0; i < w; ++i) c[i * lanes + l] = (double)row[i];
-        }
-        filter_lines(c, w, lanes, poles, npoles);
-        for (long long l = 0; l < lanes; ++l) {
-            float* row = img + (r0 + l) * w;
-            for (long long i = 0; i < w; ++i) row[i] = (float)c[i * lanes + l];
-        }
+        const int rc = filter_block(img + r0 * w, w, 1, lanes, w, order);
+        if (rc) return rc;
     }
-    std::free(c);
     return 0;
 }
 
 int ga_host_prefilter_cols(float* img, long long h, long long w, long long col0,
                            long long col1, int order) {
-    double poles[2];
     if (order == 0 || order == 1) return 0;
-    const int npoles = filter_poles(order, poles);
-    if (npoles == 0 || col0 < 0 || col1 > w || col0 > col1 || h < 0) return -1;
-    const long long lanes = col1 - col0;
-    if (lanes == 0 || h == 0) return 0;
-    double* c = (double*)std::malloc(sizeof(double) * (size_t)(h * lanes));
-    if (!c) return -2;
-    for (long long i = 0; i < h; ++i) {
-        const float* src = img + i * w + col0;
-        double* dst = c + i * lanes;
-        for (long long l = 0; l < lanes; ++l) dst[l] = (double)src[l];
-    }
-    filter_lines(c, h, lanes, poles, npoles);
-    for (long long i = 0; i < h; ++i) {
-        float* dst = img + i * w + col0;
-        const double* src = c + i * lanes;
-        for (long long l = 0; l < lanes; ++l) dst[l] = (float)src[l];
-    }
-    std::free(c);
-    return 0;
+    if (order < 0 || order > 5 || col0 < 0 || col1 > w || col0 > col1 || h < 0) return -1;
+    return filter_block(img + col0, h, w, col1 - col0, 1, order);
 }
 
 int ga_host_sample(const float* img, long long h, long long w, const double* coords,
