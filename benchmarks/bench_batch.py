@@ -1,4 +1,4 @@
-"""Batch throughput: 16 frames of 2048^2 against one template, gpualign vs spalipy.
+"""Batch throughput: 16 frames of 2048^2 against one template, gpualign vs its peers.
 
 The frames see one star field (written by bench_mosaic's tile writer) through 16
 known mappings (shifts up to 60 px, rotations up to 3 degrees, a radial distortion
@@ -9,7 +9,10 @@ whole process timed from spawn to exit:
   (the template detected once, frames in local worker processes);
 * spalipy 3.5.5 list mode: ``Spalipy(source_data=[16 arrays], template_data=...)``,
   ``align()``, each aligned frame written as FITS (spalipy's ``align-fits`` command
-  cannot run in 3.5.5: its argument parser defines ``--patience-quad-cand`` twice).
+  cannot run in 3.5.5: its argument parser defines ``--patience-quad-cand`` twice);
+* astroalign 2.6.2, which has no batch mode: one process reading the template once and
+  running ``find_transform`` + ``apply_transform`` (what ``register`` does) per frame,
+  each aligned frame written as FITS.
 
 Accuracy: windowed centroids of bright isolated stars measured in every output
 against their true template positions (bench_mosaic.centroid_errors).
@@ -17,6 +20,7 @@ against their true template positions (bench_mosaic.centroid_errors).
 Usage::
 
     python benchmarks/bench_batch.py [--data /work/bench-data] [--peers /work/peers-venv]
+        [--tools gpualign spalipy astroalign] [--note "quiet machine"]
 """
 
 from __future__ import annotations
@@ -56,6 +60,27 @@ for p, data, failed in zip(frames, sp.aligned_data, sp.alignment_failed):
         fits.writeto(out / (p.stem + "_aligned.fits"), np.asarray(data, np.float32))
 print("spalipy", spalipy.__version__ if hasattr(spalipy, "__version__") else "?",
       time.perf_counter() - t0)
+"""
+
+ASTROALIGN = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from astropy.io import fits
+import astroalign
+t0 = time.perf_counter()
+tmpl = fits.getdata(sys.argv[1]).astype(np.float32)
+out = Path(sys.argv[2])
+for p in map(Path, sys.argv[3:]):
+    src = fits.getdata(p).astype(np.float32)
+    try:
+        tf, _ = astroalign.find_transform(src, tmpl)
+        data, _ = astroalign.apply_transform(tf, src, tmpl)
+    except Exception as exc:  # a failed frame does not stop the others
+        print(p.name, "failed:", exc)
+        continue
+    fits.writeto(out / (p.stem + "_aligned.fits"), np.asarray(data, np.float32))
+print("astroalign", astroalign.__version__, time.perf_counter() - t0)
 """
 
 
@@ -115,15 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=Path, default=Path("/work/peers-venv"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "batch.jsonl")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--tools", nargs="+", default=["gpualign", "spalipy", "astroalign"])
+    ap.add_argument("--note", default="single run on a shared machine (other processes "
+                    "running): noisy", help="recorded with the results (machine load...)")
     args = ap.parse_args(argv)
     d = make_batch(args.data)
     truth = json.loads((d / "truth.json").read_text())
     frames = [str(d / f"F{k:02d}.fits") for k in range(N_FRAMES)]
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "machine": bm.machine(), "frames": N_FRAMES, "size": SIZE,
-             "note": "single run on a shared machine (other processes running): noisy"}
+             "note": args.note}
     records = []
-    for tool in ("gpualign", "spalipy"):
+    for tool in args.tools:
         outdir = args.data / "scratch" / f"batch-{tool}"
         shutil.rmtree(outdir, ignore_errors=True)
         outdir.mkdir(parents=True)
@@ -131,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "gpualign", "align", *frames, "-t",
                    str(d / "template.fits"), "-o", str(outdir), "-q"]
         else:
-            cmd = [str(args.peers / "bin" / "python"), "-c", SPALIPY,
+            script = {"spalipy": SPALIPY, "astroalign": ASTROALIGN}[tool]
+            cmd = [str(args.peers / "bin" / "python"), "-c", script,
                    str(d / "template.fits"), str(outdir), *frames]
         rec = {"tool": tool, **bm.run_measured(cmd, args.timeout), **stamp}
         rec["frames_per_s"] = N_FRAMES / rec["wall_s"]
@@ -144,14 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "a") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    g, s = records
     print("| tool | wall s | frames/s | peak RSS MB (one process) | peak tree RSS MB | "
           "frames ok | RMS px |\n|---|---:|---:|---:|---:|---:|---:|")
     for r in records:
         print(f"| {r['tool']} | {r['wall_s']:.1f} | {r['frames_per_s']:.2f} | "
               f"{r['peak_rss_mb']} | {r['peak_tree_rss_mb']} | {r['frames_ok']}/{N_FRAMES} | "
               f"{r['rms_px']:.4f} |")
-    print(f"speed-up gpualign / spalipy: {s['wall_s'] / g['wall_s']:.1f}x")
+    by = {r["tool"]: r for r in records}
+    for peer in ("spalipy", "astroalign"):
+        if "gpualign" in by and peer in by:
+            print(f"speed-up gpualign / {peer}: "
+                  f"{by[peer]['wall_s'] / by['gpualign']['wall_s']:.1f}x")
     return 0
 
 

@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "mosaic.jsonl")
+    ap.add_argument("--note", default="single run on a shared machine (other processes "
+                    "running): noisy", help="recorded with the results (machine load...)")
     args = ap.parse_args(argv)
     scratch = args.data / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             + [(s, None, b) for s in args.sizes for b in args.nan_border])
     records = []
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-             "note": "single run on a shared machine (other processes running): noisy"}
+             "note": args.note}
     for size, src, border in jobs:
         field = make_field(args.data, size, src, nan_border=border)
         recs = [] if args.skip_gpualign else [bench_gpualign(field, scratch, args.timeout,
