@@ -259,11 +259,14 @@ def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
     valid pixels (of a strided sample of at most :data:`FILL_MEDIAN_SAMPLE` pixels:
     what it is does not reach any output pixel, 0.27**32 ~ 1e-18).
 
-    The image is filled in row blocks of about :data:`FILL_BLOCK_PIXELS` pixels,
-    each computed on the block plus ``max_reach`` rows either side (every window
-    then lies inside it, as in a whole-frame computation), and blocks without
-    invalid pixels are skipped: the temporaries stay a few blocks in size instead
-    of six full frames (a 16384^2 mosaic with NaN borders needed ~6 GB for them).
+    The image is filled in row blocks of about :data:`FILL_BLOCK_PIXELS` pixels;
+    within a block, each range of columns holding invalid pixels, and the rows that
+    hold them, is computed with ``max_reach`` pixels of context on every side (every
+    window then lies inside it, as in a whole-frame computation). Clean blocks and
+    columns are skipped: the temporaries stay a few blocks in size instead of six
+    full frames (a 16384^2 mosaic with NaN borders needed ~6 GB for them), and a NaN
+    border costs a strip per block instead of the whole frame (an 8192^2 source with
+    256 px NaN borders: 24 s -> about 1 s).
     With ``in_place`` a writeable C-contiguous float32 ``image`` is filled in its
     own memory (one full frame less); the result is the same, because each window
     reads only the valid pixels, which are never written.
@@ -284,22 +287,45 @@ def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
     median = None
     for a in range(0, ny, rows):
         b = min(a + rows, ny)
-        if not bool(bad[a:b].any()):
+        block_bad = bad[a:b]
+        if not bool(block_bad.any()):
             continue
-        lo, hi = max(0, a - halo), min(ny, b + halo)
-        filled, left = _fill_window(xp, ndi, image[lo:hi], bad[lo:hi], max_reach)
-        block, left = filled[a - lo:b - lo], left[a - lo:b - lo]
-        if bool(left.any()):
-            if median is None:
-                step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
-                sample = image[::step, ::step]
-                sample = sample[~bad[::step, ::step]]
-                if sample.size == 0:  # valid pixels too sparse for the sample
-                    sample = image[~bad]
-                median = xp.median(sample).astype(xp.float32)
-            block = xp.where(left, median, block)
-        out[a:b] = block
+        # Only the columns and rows around invalid pixels: a NaN border or a bad
+        # column costs a strip, not the block's whole width.
+        for c0, c1 in _runs(backend.to_host(block_bad.any(axis=0)), halo):
+            hit = np.flatnonzero(backend.to_host(block_bad[:, c0:c1].any(axis=1)))
+            ra, rb = a + int(hit[0]), a + int(hit[-1]) + 1
+            lo, hi = max(0, ra - halo), min(ny, rb + halo)
+            filled, left = _fill_window(xp, ndi, image[lo:hi, c0:c1], bad[lo:hi, c0:c1],
+                                        max_reach)
+            part, left = filled[ra - lo:rb - lo], left[ra - lo:rb - lo]
+            if bool(left.any()):
+                if median is None:
+                    step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
+                    sample = image[::step, ::step]
+                    sample = sample[~bad[::step, ::step]]
+                    if sample.size == 0:  # valid pixels too sparse for the sample
+                        sample = image[~bad]
+                    median = xp.median(sample).astype(xp.float32)
+                part = xp.where(left, median, part)
+            out[ra:rb, c0:c1] = part
     return out
+
+
+def _runs(flags: np.ndarray, halo: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges covering the True entries of ``flags`` grown by ``halo``.
+
+    Entries closer than ``2 * halo + 1`` share a range (their windows overlap).
+    """
+    idx = np.flatnonzero(np.asarray(flags))
+    if idx.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(idx) > 2 * halo + 1)
+    starts = np.concatenate([idx[:1], idx[cut + 1]])
+    stops = np.concatenate([idx[cut], idx[-1:]])
+    n = len(flags)
+    return [(max(0, int(s) - halo), min(n, int(e) + halo + 1))
+            for s, e in zip(starts, stops, strict=True)]
 
 
 def warp(
