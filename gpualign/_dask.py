@@ -70,7 +70,9 @@ def _local_cluster(workers: int, backend: str) -> Any:
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
-            log.warning("dask-cuda is not installed: %d workers share the GPU", workers)
+            log.warning("dask-cuda is not installed: %d workers share GPU 0%s (pip install "
+                        "gpualign[cuda12,dask] for one worker per GPU)", workers,
+                        f"; the other {n_gpu - 1} stay idle" if n_gpu > 1 else "")
         else:
             return LocalCUDACluster(n_workers=min(workers, n_gpu), **common)
     return distributed.LocalCluster(n_workers=workers, processes=True, **common)

@@ -282,34 +282,65 @@ def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
     reuse = (in_place and image.dtype == xp.float32 and image.flags.c_contiguous
              and getattr(image.flags, "writeable", True))
     out = image if reuse else image.astype(xp.float32, copy=True)
-    rows = block_rows or max(1, FILL_BLOCK_PIXELS // max(nx, 1))
     halo = int(max_reach)
     median = None
+    for ra, rb, c0, c1 in _bad_windows(backend, bad, halo, block_rows):
+        lo, hi = max(0, ra - halo), min(ny, rb + halo)
+        filled, left = _fill_window(xp, ndi, image[lo:hi, c0:c1], bad[lo:hi, c0:c1],
+                                    max_reach)
+        part, left = filled[ra - lo:rb - lo], left[ra - lo:rb - lo]
+        if bool(left.any()):
+            if median is None:
+                step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
+                sample = image[::step, ::step]
+                sample = sample[~bad[::step, ::step]]
+                if sample.size == 0:  # valid pixels too sparse for the sample
+                    sample = image[~bad]
+                median = xp.median(sample).astype(xp.float32)
+            part = xp.where(left, median, part)
+        out[ra:rb, c0:c1] = part
+    return out
+
+
+def grow_invalid(backend: Backend, bad: Any, reach: int,
+                 block_rows: int | None = None) -> Any:
+    """Invalid pixels grown by ``reach`` (Chebyshev distance), as uint8 0/1.
+
+    Equals ``maximum_filter(bad, size=2 * reach + 1, mode="nearest")`` exactly, but
+    is computed only around invalid pixels (as :func:`fill_invalid` is): a NaN border
+    costs a strip per row block instead of a whole-frame filter (1.1 s at 8192^2).
+    """
+    xp, ndi = backend.xp, backend.ndimage
+    ny = int(bad.shape[0])
+    out = xp.zeros(bad.shape, dtype=xp.uint8)
+    size = 2 * int(reach) + 1
+    for ra, rb, c0, c1 in _bad_windows(backend, bad, int(reach), block_rows):
+        # Rows within reach of the invalid ones; OR-ed in, as windows of
+        # neighbouring blocks overlap. 'nearest' adds no value the window lacks.
+        lo, hi = max(0, ra - reach), min(ny, rb + reach)
+        part = ndi.maximum_filter(bad[lo:hi, c0:c1].astype(xp.uint8), size=size,
+                                  mode="nearest")
+        out[lo:hi, c0:c1] = xp.maximum(out[lo:hi, c0:c1], part)
+    return out
+
+
+def _bad_windows(backend: Backend, bad: Any, halo: int,
+                 block_rows: int | None) -> Any:
+    """Windows around the invalid pixels, as ``(ra, rb, c0, c1)``.
+
+    Per row block, each range of columns holding invalid pixels (grown by ``halo``,
+    see :func:`_runs`) and the rows ``ra:rb`` of the block that hold them in those
+    columns. Only small vectors come to the host.
+    """
+    ny, nx = int(bad.shape[0]), int(bad.shape[1])
+    rows = block_rows or max(1, FILL_BLOCK_PIXELS // max(nx, 1))
     for a in range(0, ny, rows):
-        b = min(a + rows, ny)
-        block_bad = bad[a:b]
+        block_bad = bad[a:min(a + rows, ny)]
         if not bool(block_bad.any()):
             continue
-        # Only the columns and rows around invalid pixels: a NaN border or a bad
-        # column costs a strip, not the block's whole width.
         for c0, c1 in _runs(backend.to_host(block_bad.any(axis=0)), halo):
             hit = np.flatnonzero(backend.to_host(block_bad[:, c0:c1].any(axis=1)))
-            ra, rb = a + int(hit[0]), a + int(hit[-1]) + 1
-            lo, hi = max(0, ra - halo), min(ny, rb + halo)
-            filled, left = _fill_window(xp, ndi, image[lo:hi, c0:c1], bad[lo:hi, c0:c1],
-                                        max_reach)
-            part, left = filled[ra - lo:rb - lo], left[ra - lo:rb - lo]
-            if bool(left.any()):
-                if median is None:
-                    step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
-                    sample = image[::step, ::step]
-                    sample = sample[~bad[::step, ::step]]
-                    if sample.size == 0:  # valid pixels too sparse for the sample
-                        sample = image[~bad]
-                    median = xp.median(sample).astype(xp.float32)
-                part = xp.where(left, median, part)
-            out[ra:rb, c0:c1] = part
-    return out
+            yield a + int(hit[0]), a + int(hit[-1]) + 1, c0, c1
 
 
 def _runs(flags: np.ndarray, halo: int) -> list[tuple[int, int]]:
@@ -409,7 +440,7 @@ def warp(
     bad_grown = None
     if has_bad:
         src = fill_invalid(backend, src, bad, in_place=overwrite_input)
-        bad_grown = ndi.maximum_filter(bad.astype(xp.uint8), size=size, mode="nearest")
+        bad_grown = grow_invalid(backend, bad, reach)
     del bad
     # After fill_invalid, src is a private array: filter it in place.
     coeffs = prefilter(backend, src, order, threads, overwrite=overwrite_input or has_bad)

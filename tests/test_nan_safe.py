@@ -280,3 +280,14 @@ def test_fill_invalid_temporaries_stay_small(monkeypatch):
     # temporaries, blocks of 32 rows (windows of 96) a small fraction of one.
     assert peaks[img.shape[0]] > 4 * frame
     assert peaks[32] < 1.5 * frame
+
+
+@pytest.mark.parametrize("reach", [0, 1, 2, 3])
+def test_grow_invalid_equals_a_whole_frame_maximum_filter(reach):
+    _, bad = _defect_image(np.random.default_rng(7), shape=(700, 500))
+    bad[0, 250] = bad[699, 0] = bad[350, 499] = True  # on the edges and corners
+    ref = ndimage.maximum_filter(bad.astype(np.uint8), size=2 * reach + 1, mode="nearest")
+    for rows in (1, 33, 700):
+        got = _warp.grow_invalid(get_backend("numpy"), bad, reach, block_rows=rows)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, ref)
