@@ -216,10 +216,30 @@ def _tree_rss(proc) -> tuple[float, float]:
     return top, total
 
 
+def _mem_available() -> int:
+    """The machine's MemAvailable (bytes), 0 where /proc/meminfo cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
-    """Run ``cmd``: wall time, its exact peak RSS (wait4) and the polled tree RSS (MB)."""
+    """Run ``cmd``: wall time, its exact peak RSS (wait4), the polled tree RSS and the
+    peak physical memory the run took from the machine (MB).
+
+    The tree RSS counts pages that forked workers share with their parent (an image
+    they read) once per process; ``peak_physical_mb``, the largest drop of the
+    machine's MemAvailable during the run, counts them once. It is the run's own
+    memory only on an otherwise quiet machine.
+    """
     import psutil
 
+    base_avail = low_avail = _mem_available()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -236,6 +256,7 @@ def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dic
             break
         top, tree = _tree_rss(ps)
         peak_top, peak_tree = max(peak_top, top), max(peak_tree, tree)
+        low_avail = min(low_avail, _mem_available())
         if time.perf_counter() - t0 > timeout:
             proc.kill()
         time.sleep(0.1)
@@ -244,7 +265,9 @@ def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dic
     reader.join(5)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(max(usage.ru_maxrss / 1024,
                                                                 peak_top / 2**20)),
-            "peak_tree_rss_mb": round(peak_tree / 2**20), "returncode": proc.returncode,
+            "peak_tree_rss_mb": round(peak_tree / 2**20),
+            "peak_physical_mb": round((base_avail - low_avail) / 2**20) if base_avail else None,
+            "returncode": proc.returncode,
             "log_tail": "".join(out)[-1500:]}
 
 
@@ -320,14 +343,17 @@ def bench_peer(tool: str, field: Path, scratch: Path, timeout: float, peers: Pat
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| field | tool | wall s | peak RSS MB | peak tree RSS MB | "
-             "RMS px | centroid floor px | status |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| field | tool | wall s | peak RSS MB | peak tree RSS MB | peak physical MB | "
+             "RMS px | centroid floor px | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
         rms = f"{r['rms_px']:.4f}" if "rms_px" in r else "-"
         floor = f"{r['centroid_noise_px']:.4f}" if "centroid_noise_px" in r else "-"
         status = r["status"] + (f": {r['message']}" if r.get("message") else "")
+        phys = r.get("peak_physical_mb")
         lines.append(f"| {r['field']} | {r['tool']} | {r['wall_s']:.1f} | {r['peak_rss_mb']} | "
-                     f"{r['peak_tree_rss_mb']} | {rms} | {floor} | {status} |")
+                     f"{r['peak_tree_rss_mb']} | {'-' if phys is None else phys} | {rms} | "
+                     f"{floor} | {status} |")
     return "\n".join(lines)
 
 

@@ -124,9 +124,10 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
     sep_thresh = opts.pop("sep_thresh", 5.0)
     if tmpl_cat is None and template_pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
         # A mosaic: detect the template alone and free it before the source is read,
-        # so that one image (and its detection copy) is in memory at a time.
+        # so that one image is in memory at a time; in row strips on every core, each
+        # worker copying only its strip.
         tdata, tmask = template_pixels.pop()
-        tmpl_cat = detect(tdata, sep_thresh=sep_thresh, mask=tmask)
+        tmpl_cat = detect_strips(tdata, sep_thresh=sep_thresh, mask=tmask)
         del tdata, tmask
     data, _, mask = load_image(source, source_ext, name="source")
     todo = []
@@ -134,7 +135,10 @@ def align_one(source: Path, tmpl_cat: Catalog | None, header: fits.Header | None
         todo.append(template_pixels.pop())
     if source_cat is not None:
         cat = read_sextractor(source_cat, flux_col=flux_col, shape=data.shape)
-    elif data.size > STRIP_DETECT_PIXELS:  # too big for a whole detection copy
+    elif data.size > STRIP_DETECT_PIXELS or (
+            tmpl_cat is not None and data.size >= SEQUENTIAL_DETECT_PIXELS):
+        # Too big for a whole detection copy, or a mosaic detected alone: strips on
+        # every core, each worker copying only its strip.
         cat = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
     else:
         todo.append((data, mask))

@@ -151,6 +151,56 @@ def test_strip_detection_finds_each_star_once(pair):
     assert np.median(dist.min(axis=1)) < 0.01 and np.mean(dist.min(axis=1) < 0.1) > 0.97
 
 
+STRIPS_IN_WORKERS = """
+import numpy as np
+from gpualign import _bigdetect
+from gpualign._simulate import make_mapping, simulate_pair
+
+m = make_mapping(source_shape=(700, 600), template_shape=(700, 600), rotation_deg=5.0)
+pair = simulate_pair((700, 600), mapping=m, n_stars=900, seed=4)
+source = np.ascontiguousarray(pair.source)
+mask = np.zeros(source.shape, bool)
+mask[100:140, 200:260] = True
+assert _bigdetect._processes(2, 5) == 2  # a clean process: the strips are forked
+kw = dict(strip=150, overlap=48, mask=mask)
+one = _bigdetect.detect_strips(source, processes=1, **kw)
+two = _bigdetect.detect_strips(source, processes=2, **kw)
+for name in ("x", "y", "flux", "fwhm", "flag", "sigma"):
+    np.testing.assert_array_equal(getattr(two, name), getattr(one, name))
+assert len(one) > 100, len(one)
+inside = (one.x > 200) & (one.x < 259) & (one.y > 100) & (one.y < 139)
+assert not inside.any()  # masked pixels give no detections
+assert _bigdetect._FORKED == []  # nothing of the image kept after the pool
+print("ok", len(one))
+"""
+
+
+def test_strips_in_worker_processes_equal_one_process():
+    """Forked strip workers give the sequential catalogue exactly (same strips, same
+    order); a mask travels with its strip. In a fresh process, where forking is safe
+    (this one may run other threads)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", STRIPS_IN_WORKERS], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("ok ")
+
+
+def test_strip_process_count(monkeypatch):
+    import threading
+
+    from gpualign._bigdetect import _processes
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert _processes(1, 10) == 1
+    assert _processes(4, 1) == 1  # one strip: nothing to share
+    assert _processes(3, 2) == 2  # no more workers than strips
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert _processes(4, 10) == 1  # never fork beside another thread
+
+
 def test_cli_strip_detection(pair, tmp_path, monkeypatch, accuracy):
     import gpualign._cli_align as cli_align
 
