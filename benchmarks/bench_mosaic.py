@@ -192,12 +192,28 @@ def centroid_errors(image_path: Path, stars: np.ndarray, ext: int = 0) -> np.nda
     return err
 
 
-def _tree_rss(proc) -> tuple[float, float]:
-    """Largest RSS of one process of the tree, and the tree's total (bytes).
+def _private_bytes(pid: int) -> int:
+    """Private (unshared) resident bytes of a process, from /proc/PID/smaps_rollup."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total
 
-    Read from /proc/PID/statm (psutil memory_info): cheap, no page-table walk.
-    (Polling PSS through smaps every 0.1 s took the process's memory-map lock so
-    often that it slowed a 16k run from 30 s to 45 s.)
+
+def _tree_rss(proc) -> tuple[float, float, float]:
+    """Largest RSS of one process of the tree, the tree's total, and its physical use.
+
+    RSS is read from /proc/PID/statm (psutil memory_info): cheap, no page-table walk.
+    (Polling PSS through smaps of the main process every 0.1 s took its memory-map
+    lock so often that it slowed a 16k run from 30 s to 45 s.) The total counts the
+    pages that forked workers share with the main process (the image they read) once
+    per process; the physical use counts them once: the main process's RSS plus each
+    worker's private pages (smaps_rollup of the workers only).
     """
     import psutil
 
@@ -206,45 +222,27 @@ def _tree_rss(proc) -> tuple[float, float]:
         procs += proc.children(recursive=True)
     except psutil.Error:
         pass
-    top = total = 0.0
-    for p in procs:
+    top = total = phys = 0.0
+    for k, p in enumerate(procs):
         try:
             rss = p.memory_info().rss
         except psutil.Error:
             continue
         top, total = max(top, rss), total + rss
-    return top, total
-
-
-def _mem_available() -> int:
-    """The machine's MemAvailable (bytes), 0 where /proc/meminfo cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        phys += rss if k == 0 else _private_bytes(p.pid)
+    return top, total, phys
 
 
 def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
     """Run ``cmd``: wall time, its exact peak RSS (wait4), the polled tree RSS and the
-    peak physical memory the run took from the machine (MB).
-
-    The tree RSS counts pages that forked workers share with their parent (an image
-    they read) once per process; ``peak_physical_mb``, the largest drop of the
-    machine's MemAvailable during the run, counts them once. It is the run's own
-    memory only on an otherwise quiet machine.
-    """
+    polled physical use of the tree (MB; see :func:`_tree_rss`)."""
     import psutil
 
-    base_avail = low_avail = _mem_available()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
     ps = psutil.Process(proc.pid)
-    peak_top = peak_tree = 0.0
+    peak_top = peak_tree = peak_phys = 0.0
     out: list[str] = []
     import threading
 
@@ -254,9 +252,9 @@ def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dic
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        top, tree = _tree_rss(ps)
-        peak_top, peak_tree = max(peak_top, top), max(peak_tree, tree)
-        low_avail = min(low_avail, _mem_available())
+        top, tree, phys = _tree_rss(ps)
+        peak_top, peak_tree, peak_phys = max(peak_top, top), max(peak_tree, tree), max(
+            peak_phys, phys)
         if time.perf_counter() - t0 > timeout:
             proc.kill()
         time.sleep(0.1)
@@ -266,7 +264,7 @@ def run_measured(cmd: list[str], timeout: float, env: dict | None = None) -> dic
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(max(usage.ru_maxrss / 1024,
                                                                 peak_top / 2**20)),
             "peak_tree_rss_mb": round(peak_tree / 2**20),
-            "peak_physical_mb": round((base_avail - low_avail) / 2**20) if base_avail else None,
+            "peak_physical_mb": round(max(peak_phys, usage.ru_maxrss * 1024) / 2**20),
             "returncode": proc.returncode,
             "log_tail": "".join(out)[-1500:]}
 
