@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.data / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     jobs = ([(s, None, 0) for s in args.sizes] + [(16384, s, 0) for s in args.source_sizes]
-            + [(s, None, b) for s in args.sizes for b in args.nan_border])
+            + [(s, None, b) for s in args.sizes for b in args.nan_border]
+            + [(16384, s, b) for s in args.source_sizes for b in args.nan_border])
     records = []
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
              "note": args.note}

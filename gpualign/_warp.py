@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import Backend, _host
+from ._invalid import PackedMask, fill_invalid, grow_invalid
 from ._transform import Transform
 
 log = logging.getLogger("gpualign")
@@ -227,136 +228,19 @@ def _use_fused(backend: Backend, method: str) -> bool:
     return _FUSED_STATUS[key]
 
 
-#: Pixels per row block of :func:`fill_invalid` (its temporaries scale with this).
-FILL_BLOCK_PIXELS = 1 << 22
-#: Largest sample of the image whose median fills pixels far from any valid one.
-FILL_MEDIAN_SAMPLE = 1 << 20
+def _mask_at(xp: Any, mask: PackedMask, coords: Any) -> Any:
+    """``mask`` at the nearest pixel of each ``[sy, sx]``, edges extended ('nearest').
 
-
-def _fill_window(xp: Any, ndi: Any, image: Any, bad: Any, max_reach: int) -> tuple[Any, Any]:
-    """Fill the invalid pixels of one window by growing-window means; (filled, left)."""
-    valid = (~bad).astype(xp.float32)
-    data = xp.where(bad, xp.float32(0), image).astype(xp.float32)
-    out = data.copy()
-    todo = bad.copy()
-    size = 3
-    while bool(todo.any()) and size <= 2 * max_reach + 1:
-        num = ndi.uniform_filter(data, size=size, mode="constant")
-        den = ndi.uniform_filter(valid, size=size, mode="constant")
-        ok = todo & (den > 1e-6)
-        out = xp.where(ok, num / xp.maximum(den, xp.float32(1e-6)), out)
-        todo = todo & ~ok
-        size = 2 * size - 1
-    return out, todo
-
-
-def fill_invalid(backend: Backend, image: Any, bad: Any, max_reach: int = 32,
-                 block_rows: int | None = None, in_place: bool = False) -> Any:
-    """Replace invalid pixels by the mean of valid neighbours (growing windows).
-
-    Only the pixels near valid data matter (the prefilter's influence decays by
-    0.27 per pixel); anything farther than ``max_reach`` gets the median of the
-    valid pixels (of a strided sample of at most :data:`FILL_MEDIAN_SAMPLE` pixels:
-    what it is does not reach any output pixel, 0.27**32 ~ 1e-18).
-
-    The image is filled in row blocks of about :data:`FILL_BLOCK_PIXELS` pixels;
-    within a block, each range of columns holding invalid pixels, and the rows that
-    hold them, is computed with ``max_reach`` pixels of context on every side (every
-    window then lies inside it, as in a whole-frame computation). Clean blocks and
-    columns are skipped: the temporaries stay a few blocks in size instead of six
-    full frames (a 16384^2 mosaic with NaN borders needed ~6 GB for them), and a NaN
-    border costs a strip per block instead of the whole frame (an 8192^2 source with
-    256 px NaN borders: 24 s -> 2.5 s).
-    With ``in_place`` a writeable C-contiguous float32 ``image`` is filled in its
-    own memory (one full frame less); the result is the same, because each window
-    reads only the valid pixels, which are never written.
-
-    Returns
-    -------
-    array
-        ``image`` with its invalid pixels filled: ``image`` itself with ``in_place``
-        (when its layout allows), else a new float32 array.
+    What ``map_coordinates(mask, coords, order=0, mode="nearest")`` gives (index
+    ``floor(s + 0.5)`` clipped to the image), unpacking only the rows and columns the
+    coordinates reach.
     """
-    xp, ndi = backend.xp, backend.ndimage
-    ny, nx = int(image.shape[0]), int(image.shape[1])
-    reuse = (in_place and image.dtype == xp.float32 and image.flags.c_contiguous
-             and getattr(image.flags, "writeable", True))
-    out = image if reuse else image.astype(xp.float32, copy=True)
-    halo = int(max_reach)
-    median = None
-    for ra, rb, c0, c1 in _bad_windows(backend, bad, halo, block_rows):
-        lo, hi = max(0, ra - halo), min(ny, rb + halo)
-        filled, left = _fill_window(xp, ndi, image[lo:hi, c0:c1], bad[lo:hi, c0:c1],
-                                    max_reach)
-        part, left = filled[ra - lo:rb - lo], left[ra - lo:rb - lo]
-        if bool(left.any()):
-            if median is None:
-                step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
-                sample = image[::step, ::step]
-                sample = sample[~bad[::step, ::step]]
-                if sample.size == 0:  # valid pixels too sparse for the sample
-                    sample = image[~bad]
-                median = xp.median(sample).astype(xp.float32)
-            part = xp.where(left, median, part)
-        out[ra:rb, c0:c1] = part
-    return out
-
-
-def grow_invalid(backend: Backend, bad: Any, reach: int,
-                 block_rows: int | None = None) -> Any:
-    """Invalid pixels grown by ``reach`` (Chebyshev distance), as uint8 0/1.
-
-    Equals ``maximum_filter(bad, size=2 * reach + 1, mode="nearest")`` exactly, but
-    is computed only around invalid pixels (as :func:`fill_invalid` is): a NaN border
-    costs a strip per row block instead of a whole-frame filter (1.1 s at 8192^2).
-    """
-    xp, ndi = backend.xp, backend.ndimage
-    ny = int(bad.shape[0])
-    out = xp.zeros(bad.shape, dtype=xp.uint8)
-    size = 2 * int(reach) + 1
-    for ra, rb, c0, c1 in _bad_windows(backend, bad, int(reach), block_rows):
-        # Rows within reach of the invalid ones; OR-ed in, as windows of
-        # neighbouring blocks overlap. 'nearest' adds no value the window lacks.
-        lo, hi = max(0, ra - reach), min(ny, rb + reach)
-        part = ndi.maximum_filter(bad[lo:hi, c0:c1].astype(xp.uint8), size=size,
-                                  mode="nearest")
-        out[lo:hi, c0:c1] = xp.maximum(out[lo:hi, c0:c1], part)
-    return out
-
-
-def _bad_windows(backend: Backend, bad: Any, halo: int,
-                 block_rows: int | None) -> Any:
-    """Windows around the invalid pixels, as ``(ra, rb, c0, c1)``.
-
-    Per row block, each range of columns holding invalid pixels (grown by ``halo``,
-    see :func:`_runs`) and the rows ``ra:rb`` of the block that hold them in those
-    columns. Only small vectors come to the host.
-    """
-    ny, nx = int(bad.shape[0]), int(bad.shape[1])
-    rows = block_rows or max(1, FILL_BLOCK_PIXELS // max(nx, 1))
-    for a in range(0, ny, rows):
-        block_bad = bad[a:min(a + rows, ny)]
-        if not bool(block_bad.any()):
-            continue
-        for c0, c1 in _runs(backend.to_host(block_bad.any(axis=0)), halo):
-            hit = np.flatnonzero(backend.to_host(block_bad[:, c0:c1].any(axis=1)))
-            yield a + int(hit[0]), a + int(hit[-1]) + 1, c0, c1
-
-
-def _runs(flags: np.ndarray, halo: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges covering the True entries of ``flags`` grown by ``halo``.
-
-    Entries closer than ``2 * halo + 1`` share a range (their windows overlap).
-    """
-    idx = np.flatnonzero(np.asarray(flags))
-    if idx.size == 0:
-        return []
-    cut = np.flatnonzero(np.diff(idx) > 2 * halo + 1)
-    starts = np.concatenate([idx[:1], idx[cut + 1]])
-    stops = np.concatenate([idx[cut], idx[-1:]])
-    n = len(flags)
-    return [(max(0, int(s) - halo), min(n, int(e) + halo + 1))
-            for s, e in zip(starts, stops, strict=True)]
+    ny, nx = mask.shape
+    iy = xp.clip(xp.floor(coords[0] + 0.5), 0, ny - 1).astype(xp.int64)
+    ix = xp.clip(xp.floor(coords[1] + 0.5), 0, nx - 1).astype(xp.int64)
+    r0, c0 = int(iy.min()), int(ix.min())
+    sub = mask.rows(r0, int(iy.max()) + 1, c0, int(ix.max()) + 1)
+    return sub[iy - r0, ix - c0]
 
 
 def warp(
@@ -432,9 +316,10 @@ def warp(
     sh, sw = host.shape
     # On the device: the image crosses over once, nothing else. Checked in row blocks
     # first, so a clean mosaic never gets a full-frame mask (900 MB at 30000^2).
-    step = max(1, (1 << 24) // max(sw, 1))
-    has_bad = not all(bool(xp.isfinite(src[r:r + step]).all()) for r in range(0, sh, step))
-    bad = ~xp.isfinite(src) if has_bad else None
+    # Invalid pixels at one bit per pixel, found in row blocks: a clean mosaic never
+    # gets a full-frame mask, a NaN-bordered one gets 1/8 of a byte per pixel.
+    bad = PackedMask.of_invalid(xp, src)
+    has_bad = bad is not None
     reach = kernel_reach(order)
     size = 2 * reach + 1
     bad_grown = None
@@ -537,8 +422,7 @@ def warp(
             if inside is None:
                 inside = xp.ones(vals.shape, dtype=bool)
         if bad_grown is not None:
-            hit = ndi.map_coordinates(bad_grown, coords, order=0, mode="nearest")
-            inside &= hit == 0
+            inside &= ~_mask_at(xp, bad_grown, coords)
         if not direct:
             o[...] = xp.where(inside, vals.astype(dtype, copy=False), fill)
         elif not bool(inside.all()):

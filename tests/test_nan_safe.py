@@ -18,7 +18,7 @@ import pytest
 from scipy import ndimage
 
 import gpualign
-from gpualign import _warp
+from gpualign import _invalid, _warp
 from gpualign._backend import get_backend
 from gpualign._detect import detect
 from gpualign._transform import Transform
@@ -233,14 +233,51 @@ def _reference_fill(image, bad, max_reach=32):
     return out, todo
 
 
+def _packed(bad):
+    return _invalid.PackedMask(np, np.packbits(bad, axis=1), bad.shape)
+
+
+def test_packed_mask_round_trips_and_finds_invalid_pixels():
+    img, bad = _defect_image(np.random.default_rng(4), shape=(300, 203))
+    img[5, 7] = np.inf
+    bad[5, 7] = True
+    found = _invalid.PackedMask.of_invalid(np, img, block_rows=17)
+    assert found.nbytes() == 300 * 26  # one bit per pixel, rows padded to bytes
+    np.testing.assert_array_equal(found.rows(0, 300), bad)
+    for lo, hi, c0, c1 in [(0, 1, 0, 203), (13, 77, 3, 11), (299, 300, 200, 203), (40, 90, 8, 16)]:
+        np.testing.assert_array_equal(found.rows(lo, hi, c0, c1), bad[lo:hi, c0:c1])
+    assert _invalid.PackedMask.of_invalid(np, np.ones((40, 9), np.float32)) is None
+    grown = _invalid.PackedMask.zeros(np, (10, 21))
+    part = np.zeros((3, 13), bool)
+    part[1, [0, 12]] = True
+    grown.set_or(4, 8, part)
+    grown.set_or(4, 8, np.zeros((3, 13), bool))  # OR: nothing is cleared
+    want = np.zeros((10, 21), bool)
+    want[5, [8, 20]] = True
+    np.testing.assert_array_equal(grown.rows(0, 10), want)
+    with pytest.raises(ValueError, match="byte boundary"):
+        grown.set_or(0, 3, part)
+
+
+def test_mask_lookup_equals_order0_map_coordinates():
+    rng = np.random.default_rng(8)
+    bad = rng.random((120, 90)) < 0.05
+    coords = np.stack([rng.uniform(-5, 125, (40, 30)), rng.uniform(-5, 95, (40, 30))])
+    coords[:, 0, :4] = [[-0.5, 0.5, 119.5, 89.49], [0.4999, 89.5, -0.51, 3.5]]  # ties, edges
+    ref = ndimage.map_coordinates(bad.astype(np.uint8), coords, order=0, mode="nearest")
+    got = _warp._mask_at(np, _packed(bad), coords)
+    np.testing.assert_array_equal(got, ref.astype(bool))
+
+
 def test_fill_invalid_in_blocks_equals_the_definition():
     img, bad = _defect_image(np.random.default_rng(5))
     backend = get_backend("numpy")
     ref, far = _reference_fill(img, bad)
     near = bad & ~far
     assert near.sum() > 10_000 and far.sum() > 10_000  # both kinds are exercised
+    pbad = _packed(bad)
     for rows in (1, 64, 257, img.shape[0]):
-        got = _warp.fill_invalid(backend, img, bad, block_rows=rows)
+        got = _invalid.fill_invalid(backend, img, pbad, block_rows=rows)
         # Same windows; only the running sums of the filters may start elsewhere.
         np.testing.assert_allclose(got[near], ref[near], rtol=2e-6, atol=0)
         np.testing.assert_array_equal(got[~bad], img[~bad])  # valid pixels untouched
@@ -248,17 +285,18 @@ def test_fill_invalid_in_blocks_equals_the_definition():
         assert np.unique(got[far]).size == 1
         assert abs(got[far][0] - np.median(img[~bad])) < 0.05
     mine = img.copy()
-    same = _warp.fill_invalid(backend, mine, bad, block_rows=64, in_place=True)
+    same = _invalid.fill_invalid(backend, mine, pbad, block_rows=64, in_place=True)
     assert same is mine  # filled in its own memory, to the same values
-    np.testing.assert_array_equal(same, _warp.fill_invalid(backend, img, bad, block_rows=64))
+    np.testing.assert_array_equal(same, _invalid.fill_invalid(backend, img, pbad,
+                                                              block_rows=64))
 
 
 def test_column_runs():
     flags = np.zeros(300, bool)
-    assert _warp._runs(flags, 5) == []
+    assert _invalid._runs(flags, 5) == []
     flags[[0, 9, 40, 52, 299]] = True
     # 0 and 9 are within 2*5+1 of each other, 40 and 52 are not.
-    assert _warp._runs(flags, 5) == [(0, 15), (35, 46), (47, 58), (294, 300)]
+    assert _invalid._runs(flags, 5) == [(0, 15), (35, 46), (47, 58), (294, 300)]
 
 
 def test_fill_invalid_temporaries_stay_small(monkeypatch):
@@ -266,14 +304,15 @@ def test_fill_invalid_temporaries_stay_small(monkeypatch):
 
     # At mosaic sizes the median's sample (2**20 px) is small beside a frame; scale
     # it down with this small image so that the blocks' own temporaries are measured.
-    monkeypatch.setattr(_warp, "FILL_MEDIAN_SAMPLE", 1 << 14)
+    monkeypatch.setattr(_invalid, "FILL_MEDIAN_SAMPLE", 1 << 14)
     img, bad = _defect_image(np.random.default_rng(6), shape=(4096, 256))
+    pbad = _packed(bad)
     frame = img.nbytes
     backend = get_backend("numpy")
     peaks = {}
     for rows in (img.shape[0], 32):
         tracemalloc.start()
-        _warp.fill_invalid(backend, img, bad, block_rows=rows)
+        _invalid.fill_invalid(backend, img, pbad, block_rows=rows)
         peaks[rows] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     # The result is one frame; whole-frame filling needs several more for its
@@ -288,6 +327,5 @@ def test_grow_invalid_equals_a_whole_frame_maximum_filter(reach):
     bad[0, 250] = bad[699, 0] = bad[350, 499] = True  # on the edges and corners
     ref = ndimage.maximum_filter(bad.astype(np.uint8), size=2 * reach + 1, mode="nearest")
     for rows in (1, 33, 700):
-        got = _warp.grow_invalid(get_backend("numpy"), bad, reach, block_rows=rows)
-        assert got.dtype == np.uint8
-        np.testing.assert_array_equal(got, ref)
+        got = _invalid.grow_invalid(get_backend("numpy"), _packed(bad), reach, block_rows=rows)
+        np.testing.assert_array_equal(got.rows(0, 700), ref.astype(bool))
