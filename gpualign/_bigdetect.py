@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._catalog import Catalog
-from ._detect import detect
+from ._detect import detect, fork_workers, forked_pool, usable_cores
 from ._errors import TooFewStars
 
 __all__ = ["detect_strips", "STRIP_DETECT_PIXELS"]
@@ -57,18 +57,14 @@ def _forked_strip(job: tuple[int, int, int, float]) -> Catalog | None:
 
 
 def _processes(requested: int | None, n_jobs: int) -> int:
-    """Worker processes for the strips: 1 where forking is unsafe or pointless."""
-    import multiprocessing as mp
-    import os
-    import threading
+    """Worker processes for the strips (1: this process alone).
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    n = cores if requested is None else int(requested)
-    # Forking is safe only while this process runs no other Python thread.
-    if (n < 2 or n_jobs < 2 or threading.active_count() > 1
-            or "fork" not in mp.get_all_start_methods()):
+    One where forking is unsafe or pointless (:func:`gpualign._detect.fork_workers`).
+    """
+    n = usable_cores() if requested is None else int(requested)
+    if n < 2 or n_jobs < 2:
         return 1
-    return min(n, n_jobs)
+    return fork_workers(n, n_jobs) or 1
 
 
 def detect_strips(image: np.ndarray, *, sep_thresh: float = 5.0,
@@ -97,8 +93,6 @@ def detect_strips(image: np.ndarray, *, sep_thresh: float = 5.0,
     -------
     Catalog
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     ny, nx = image.shape
     if strip is None:
         strip = STRIP_PIXELS // max(int(nx), 1)
@@ -109,17 +103,10 @@ def detect_strips(image: np.ndarray, *, sep_thresh: float = 5.0,
     if n == 1:
         found = [_strip(image, mask, *job) for job in jobs]
     else:
-        import multiprocessing as mp
-        import warnings
-
         _FORKED[:] = [(image, mask)]
         try:
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns about fork() in a process with native threads
-                # (BLAS pools); the children run only sep and NumPy element-wise code.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
-                    found = list(ex.map(_forked_strip, jobs))
+            with forked_pool(n) as ex:
+                found = list(ex.map(_forked_strip, jobs))
         finally:
             _FORKED.clear()
     parts = [p for p in found if p is not None]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import numpy as np
 import sep
 from scipy.spatial import cKDTree
@@ -188,6 +192,45 @@ def _detect_forked(index: int, sep_thresh: float) -> Catalog:
     return detect(image, sep_thresh=sep_thresh, mask=mask)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def fork_workers(wanted: int, n_jobs: int) -> int:
+    """Forked worker processes for ``n_jobs`` jobs (0: do not fork).
+
+    ``min(wanted, n_jobs)``, or 0 where forking is unavailable or unsafe: forking is
+    safe only while this process runs no other Python thread (no lock can be held by a
+    thread that does not exist in the child); the children only run sep and NumPy
+    element-wise code.
+    """
+    import multiprocessing as mp
+    import threading
+
+    if (wanted < 1 or n_jobs < 1 or threading.active_count() > 1
+            or "fork" not in mp.get_all_start_methods()):
+        return 0
+    return min(int(wanted), int(n_jobs))
+
+
+@contextmanager
+def forked_pool(workers: int) -> Iterator[Any]:
+    """A ProcessPoolExecutor of ``workers`` forked processes (see :func:`fork_workers`)."""
+    import multiprocessing as mp
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() in a process with native threads (BLAS
+        # pools); the children use none of them. The workers start on first submit.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+            yield ex
+
+
 def detect_many(
     images: list[tuple[np.ndarray, np.ndarray | None]], *, sep_thresh: float = 5.0
 ) -> list[Catalog]:
@@ -208,28 +251,14 @@ def detect_many(
     -------
     list of Catalog
     """
-    import multiprocessing as mp
-    import os
-    import threading
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     big = [i for i, (im, _) in enumerate(images[:-1]) if im.size >= PARALLEL_MIN_PIXELS]
-    # Forking is safe only while this process runs no other Python thread (no lock
-    # can be held by a thread that does not exist in the child); the child only runs
-    # sep and NumPy element-wise code.
-    if (cores < 2 or not big or threading.active_count() > 1
-            or "fork" not in mp.get_all_start_methods()):
+    workers = fork_workers(usable_cores() - 1, len(big))  # this process detects too
+    if not workers:
         return [detect(im, sep_thresh=sep_thresh, mask=m) for im, m in images]
     _FORKED_IMAGES[:] = images
     try:
-        with ProcessPoolExecutor(min(len(big), cores - 1), mp_context=mp.get_context("fork")) as ex:
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns about fork() in a process with native threads
-                # (BLAS pools); the child uses none of them.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                futures = {i: ex.submit(_detect_forked, i, sep_thresh) for i in big}
+        with forked_pool(workers) as ex:
+            futures = {i: ex.submit(_detect_forked, i, sep_thresh) for i in big}
             out = {}
             for i, (im, m) in enumerate(images):
                 if i not in futures:

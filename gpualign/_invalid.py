@@ -115,12 +115,12 @@ def _median_of_valid(xp: Any, image: Any, bad: PackedMask) -> Any:
     """Median of the valid pixels of a strided sample of at most FILL_MEDIAN_SAMPLE."""
     ny, nx = bad.shape
     step = max(1, int(math.ceil(math.sqrt(ny * nx / FILL_MEDIAN_SAMPLE))))
-    rows = range(0, ny, step)
-    sample = image[::step, ::step]
-    ok = xp.concatenate([~bad.rows(r, r + 1)[:, ::step] for r in rows], axis=0)
-    sample = sample[ok]
+    invalid = xp.unpackbits(bad.bits[::step], axis=1)[:, :nx:step].astype(xp.bool_)
+    sample = image[::step, ::step][~invalid]
     if sample.size == 0:  # valid pixels too sparse for the sample: all of them
-        sample = xp.concatenate([image[r][~bad.rows(r, r + 1)[0]] for r in range(ny)])
+        rows = max(1, FILL_BLOCK_PIXELS // max(nx, 1))
+        sample = xp.concatenate([image[a:a + rows][~bad.rows(a, min(a + rows, ny))]
+                                 for a in range(0, ny, rows)])
     return xp.median(sample).astype(xp.float32)
 
 
