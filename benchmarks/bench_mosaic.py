@@ -106,6 +106,23 @@ def write_field(path: Path, shape: tuple[int, int], xy: np.ndarray, flux: np.nda
     os.replace(tmp, path)
 
 
+def _add_source_stars(path: Path) -> None:
+    """Add the evaluation stars' true source positions to an older field's truth.
+
+    run_scamp.py scores with them; fields written before they were recorded get them
+    from their stored mapping.
+    """
+    truth = json.loads(path.read_text())
+    if "stars_source" in truth:
+        return
+    from gpualign._simulate import TrueMapping
+
+    xy = np.asarray(truth["stars_template"], dtype=np.float64)
+    sx, sy = TrueMapping.from_dict(truth["mapping"])(xy[:, 0], xy[:, 1])
+    truth["stars_source"] = np.column_stack([sx, sy]).tolist()
+    path.write_text(json.dumps(truth))
+
+
 def make_field(out: Path, size: int, source_size: int | None = None, seed: int = 7,
                nan_border: int = 0) -> Path:
     """template.fits, source.fits and truth.json of a mosaic field (skipped if present).
@@ -119,6 +136,7 @@ def make_field(out: Path, size: int, source_size: int | None = None, seed: int =
             + (f"-nan{nan_border}" if nan_border else ""))
     d = out / name
     if (d / "truth.json").exists():
+        _add_source_stars(d / "truth.json")
         return d
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -156,6 +174,7 @@ def make_field(out: Path, size: int, source_size: int | None = None, seed: int =
             break
     truth = {"name": name, "template_shape": [size, size], "source_shape": [src_size] * 2,
              "mapping": mapping.to_dict(), "stars_template": xy[keep].tolist(),
+             "stars_source": sxy[keep].tolist(),
              "n_stars": n, "generate_s": time.perf_counter() - t0}
     (d / "truth.json").write_text(json.dumps(truth))
     return d
