@@ -303,7 +303,7 @@ def _free_pool(cp: Any) -> None:
 
 def _fused_stage(cp: Any, coeffs: Any, transform: Any, shape: tuple[int, int], order: int,
                  out: Any, foot: Any) -> Any:
-    from gpualign._backend import _kernels
+    from gpualign.backend import _kernels
 
     return _kernels.fused_warp(cp, coeffs, transform, shape, 0, shape[0], order,
                                float("nan"), out=out, footprint=foot)
@@ -317,9 +317,9 @@ def bench_size(n: int, backend: Any, *, order: int = 3, repeat: int = 3,
     ``fused(cp, coeffs, transform, shape, order, out, footprint)`` launches the fused
     warp (default: gpualign's kernel); tests without a GPU pass a stand-in.
     """
-    from gpualign._detect import detect_many
-    from gpualign._pipeline import solve
-    from gpualign._warp import prefilter
+    from gpualign.detect._sep import detect_many
+    from gpualign.pipeline._api import solve
+    from gpualign.warp._resample import prefilter
 
     cp, ndi = backend.xp, backend.ndimage
     fused = fused or _fused_stage

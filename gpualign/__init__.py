@@ -1,8 +1,8 @@
 """gpualign: detection-based registration of astronomical images, on GPU or CPU."""
 
-from ._backend import Backend, get_backend
-from ._batch import FrameResult, align_batch
-from ._catalog import Catalog
+from gpualign.backend import Backend, get_backend
+from gpualign.batch._batch import FrameResult, align_batch
+from gpualign.detect._catalog import Catalog
 from ._errors import (
     BackendUnavailable,
     GpuAlignError,
@@ -11,8 +11,8 @@ from ._errors import (
     NoQuadMatch,
     TooFewStars,
 )
-from ._pipeline import AlignResult, Solution, align, apply_transform, find_transform
-from ._transform import Transform
+from gpualign.pipeline._api import AlignResult, Solution, align, apply_transform, find_transform
+from gpualign.transform._transform import Transform
 
 __version__ = "0.1.0"
 

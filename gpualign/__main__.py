@@ -1,3 +1,3 @@
-from .cli import main
+from gpualign.cli import main
 
 main()

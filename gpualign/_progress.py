@@ -16,7 +16,7 @@ Two interfaces:
     a context manager yielding ``advance(n=1)``, thread-safe, for a loop over
     ``total`` units (the warp's tiles)::
 
-        from ._progress import progress
+        from gpualign._progress import progress
         with progress(len(starts), "warp", unit="tiles") as advance:
             for y0 in starts:
                 do_tile(y0)

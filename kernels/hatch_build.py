@@ -3,7 +3,7 @@
 ``kernels/host_warp.cpp`` (the spline sampling of ``gpualign_warp.cuh`` and the
 B-spline prefilter) is built with the system C++ compiler into
 ``gpualign/libgpualign_host.so``, which the NumPy backend's warp calls through ctypes
-(``gpualign/_backend/_host.py``). Without a compiler, or with
+(``gpualign/backend/_host.py``). Without a compiler, or with
 ``GPUALIGN_NO_HOST_BUILD=1``, the wheel stays pure Python and the warp uses
 ``scipy.ndimage`` (the same values, about half the speed). The compiler is ``$CXX``,
 else ``c++``, ``g++`` or ``clang++``.

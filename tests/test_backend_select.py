@@ -18,7 +18,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-import gpualign._backend as backend_module
+import gpualign.backend as backend_module
 from gpualign.cli import app
 
 

@@ -18,7 +18,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign._batch import make_tasks, output_name
+from gpualign.batch._batch import make_tasks, output_name
 from gpualign._simulate import bright_overlap_stars, position_errors
 from gpualign.cli import app
 
@@ -139,7 +139,7 @@ def test_batch_output_equals_single_align(frames, tmp_path):
 
 def test_in_memory_batch_and_template_detected_once(frames, pair, monkeypatch):
     """Without an output directory the results hold the images; one template detection."""
-    import gpualign._detect as det
+    import gpualign.detect._sep as det
 
     calls = []
     real = det.detect
@@ -155,7 +155,7 @@ def test_in_memory_batch_and_template_detected_once(frames, pair, monkeypatch):
 
 def test_template_hashed_once_per_batch(pair, monkeypatch):
     """Quads of the template are built on the first frame and reused by the others."""
-    import gpualign._match as match
+    import gpualign.match._quad_match as match
 
     built = []
     real = match.build_quads
@@ -210,7 +210,7 @@ def test_resume_after_interruption(frames, pair, tmp_path, monkeypatch):
     The outputs the first run wrote are left untouched (same bytes, same mtime), no
     partial file is left anywhere, and only the missing outputs are written.
     """
-    import gpualign._warp as warp_mod
+    import gpualign.warp._resample as warp_mod
 
     names = list(VIEWS)
     srcs = [frames[n] for n in names]
@@ -244,7 +244,7 @@ def test_resume_after_interruption(frames, pair, tmp_path, monkeypatch):
     assert [r.status for r in results] == ["skipped"] * 4
     assert not any(r.written for r in results)
     # the resumed outputs are right
-    from gpualign._detect import detect
+    from gpualign.detect._sep import detect
 
     for name in ("flipped", "crop"):
         with fits.open(out / f"{name}_aligned.fits") as hd:
@@ -281,7 +281,7 @@ def die_once(task, ctx):
     and the first time ``rot90`` is (after writing); log every real write."""
     import dataclasses
 
-    from gpualign._frames import process_frame
+    from gpualign.batch._local import process_frame
 
     root = Path(ctx.options["_root"])
     stem = Path(task.source).stem
@@ -302,8 +302,8 @@ def die_once(task, ctx):
 
 def test_local_worker_death_is_retried(frames, pair, tmp_path):
     """A pool worker that dies costs nothing: the lost frames run again, once each."""
-    from gpualign._batch import _run_batch
-    from gpualign._detect import detect
+    from gpualign.batch._batch import _run_batch
+    from gpualign.detect._sep import detect
 
     names = list(VIEWS)
     (tmp_path / "out").mkdir()
@@ -321,7 +321,7 @@ def test_local_worker_death_is_retried(frames, pair, tmp_path):
 
 def always_dies_on_crop(task, ctx):
     """``crop`` kills every worker that takes it (as an out-of-memory frame would)."""
-    from gpualign._frames import process_frame
+    from gpualign.batch._local import process_frame
 
     if Path(task.source).stem == "crop":
         os._exit(1)
@@ -329,8 +329,8 @@ def always_dies_on_crop(task, ctx):
 
 
 def test_frame_that_always_kills_its_worker_fails_alone(frames, pair, tmp_path):
-    from gpualign._batch import _run_batch
-    from gpualign._detect import detect
+    from gpualign.batch._batch import _run_batch
+    from gpualign.detect._sep import detect
 
     names = list(VIEWS)
     (tmp_path / "out").mkdir()

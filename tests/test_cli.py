@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign._detect import detect
+from gpualign.detect._sep import detect
 from gpualign.cli import app
 
 S = (512, 512)
@@ -366,7 +366,7 @@ def test_atomic_write_keeps_the_old_output(files, tmp_path, monkeypatch):
 
 
 def test_atomic_write_on_interrupt(tmp_path, monkeypatch):
-    from gpualign._io import write_fits_atomic
+    from gpualign.io._read import write_fits_atomic
 
     def interrupted(self, name, *a, **k):
         with open(name, "wb") as f:

@@ -30,10 +30,10 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign import _warp
-from gpualign._demo import demo_image_path
-from gpualign._neighbours import NeighbourIndex
-from gpualign._transform import Transform
+from gpualign.warp import _resample as _warp
+from gpualign.cli._demo import demo_image_path
+from gpualign.match._neighbours import NeighbourIndex
+from gpualign.transform._transform import Transform
 from gpualign.cli import app
 
 DATA = Path(__file__).parent / "data"
@@ -324,7 +324,7 @@ def test_hidden_round_trip_fails_the_transfer_check(gpu, cp, sim, monkeypatch):
 
 def test_cli_batch_backend_cupy(cp, sim, tmp_path, monkeypatch, restore_gpualign_logger):
     """A batch (several sources, one output directory) on the device, as on NumPy."""
-    from gpualign import _frames
+    from gpualign.batch import _local as _frames
 
     monkeypatch.setattr(_frames, "_backends", {})  # no stand-in backend cached past this test
     fits.writeto(tmp_path / "t.fits", sim.template)

@@ -20,9 +20,9 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign._batch import _run_batch
-from gpualign._detect import detect
-from gpualign._frames import process_frame
+from gpualign.batch._batch import _run_batch
+from gpualign.detect._sep import detect
+from gpualign.batch._local import process_frame
 from gpualign._simulate import bright_overlap_stars, position_errors
 from gpualign.cli import app
 
@@ -247,7 +247,7 @@ LOOPBACK = dict(threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
 @pytest.mark.parametrize("workers, n_gpu", [(8, 4), (4, 4), (2, 4), (1, 3)])
 def test_local_cluster_one_worker_per_gpu(clusters, gpus, backend, workers, n_gpu):
     """CuPy with GPUs and dask-cuda: LocalCUDACluster, one worker per GPU (at most N)."""
-    from gpualign._dask import _local_cluster
+    from gpualign.batch._dask import _local_cluster
 
     cuda, plain = clusters
     gpus(n_gpu)
@@ -263,7 +263,7 @@ def test_local_cluster_one_worker_per_gpu(clusters, gpus, backend, workers, n_gp
 def test_local_cluster_without_dask_cuda(clusters, gpus, monkeypatch, caplog,
                                          restore_gpualign_logger):
     """GPUs but no dask-cuda: a plain LocalCluster of N processes, and a warning."""
-    from gpualign._dask import _local_cluster
+    from gpualign.batch._dask import _local_cluster
 
     cuda, plain = clusters
     gpus(2)
@@ -281,8 +281,8 @@ def test_local_cluster_without_dask_cuda(clusters, gpus, monkeypatch, caplog,
 @pytest.mark.parametrize("case", ["numpy-backend", "no-visible-gpu", "no-cupy"])
 def test_local_cluster_without_gpus(clusters, gpus, monkeypatch, case):
     """dask-cuda importable but no GPU to use: a plain LocalCluster of N processes."""
-    import gpualign._backend as backend_module
-    from gpualign._dask import _local_cluster
+    import gpualign.backend as backend_module
+    from gpualign.batch._dask import _local_cluster
 
     cuda, plain = clusters
     backend = "auto"
@@ -305,7 +305,7 @@ def test_local_cluster_without_gpus(clusters, gpus, monkeypatch, case):
 
 def test_open_client_on_the_cuda_cluster(clusters, gpus, monkeypatch):
     """``open_client(workers=N)`` on 2 GPUs: the CUDA cluster's 2 workers, closed after."""
-    from gpualign._dask import open_client
+    from gpualign.batch._dask import open_client
 
     cuda, plain = clusters
 

@@ -125,8 +125,8 @@ def test_warped_stars_land_on_template_stars(make_pair, solve_pair):
                      corner_distortion_px=15.0, n_stars=3000)
     sol = solve_pair(pair)
     res = gpualign.apply_transform(sol, pair.source, pair.template.shape, backend="numpy")
-    from gpualign._detect import detect
-    from gpualign._match import cross_match
+    from gpualign.detect._sep import detect
+    from gpualign.match._quad_match import cross_match
 
     got = detect(np.where(res.footprint, res.data, np.nanmedian(res.data))).xy[:150]
     ref = pair.template_xy[pair.in_template]

@@ -92,7 +92,7 @@ def test_no_overlap(good):
     """A source catalogue in another frame (1000 px off): the stars match, the images not."""
     from astropy.table import Table
 
-    from gpualign._detect import detect
+    from gpualign.detect._sep import detect
 
     cat = detect(good.source)
     table = Table({"x": cat.x + 1000.0, "y": cat.y - 700.0, "flux": cat.flux})
@@ -115,7 +115,7 @@ def test_no_overlap(good):
 def test_no_overlap_check_itself():
     t = gpualign.Transform.from_matrix(np.array([[1.0, 0, 1000.0], [0, 1.0, 0]]))
     with pytest.raises(gpualign.NoOverlap) as info:
-        from gpualign._pipeline import _check_overlap
+        from gpualign.pipeline._api import _check_overlap
 
         _check_overlap(t, S, S)
     _check(info.value, gpualign.NoOverlap, "no part of the source")

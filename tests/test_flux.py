@@ -14,8 +14,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 import gpualign
-from gpualign._flux import jacobian_det_grid
-from gpualign._transform import Transform
+from gpualign.products._flux import jacobian_det_grid
+from gpualign.transform._transform import Transform
 
 T_SHAPE = (512, 512)
 S_SHAPE = (620, 620)

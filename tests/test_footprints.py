@@ -17,9 +17,9 @@ import pytest
 from astropy.wcs import WCS
 
 import gpualign
-from gpualign._footprints import grow_canvas, source_outline
+from gpualign.products._canvas import grow_canvas, source_outline
 from gpualign._simulate import make_mapping
-from gpualign._transform import Transform
+from gpualign.transform._transform import Transform
 
 T_SHAPE = (320, 300)
 
@@ -90,7 +90,7 @@ def test_canvas_with_a_distorted_flipped_mapping():
     t_canvas, shape, offset = grow_canvas(t, S_SHAPE, T_SHAPE)
     # the outline maps back onto the source edges (the inversion is exact)
     bx, by = source_outline(S_SHAPE)
-    from gpualign._footprints import invert_points
+    from gpualign.products._canvas import invert_points
 
     x, y = invert_points(t, bx, by)
     sx, sy = t(x, y)

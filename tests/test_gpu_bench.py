@@ -21,7 +21,7 @@ import pytest
 import strict_cupy
 
 import gpualign
-from gpualign._neighbours import NeighbourIndex
+from gpualign.match._neighbours import NeighbourIndex
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_bench.py"

@@ -13,7 +13,7 @@ import pytest
 
 import gpualign
 from gpualign._simulate import make_mapping, simulate_pair
-from gpualign._warp import warp
+from gpualign.warp._resample import warp
 
 pytestmark = pytest.mark.gpu
 

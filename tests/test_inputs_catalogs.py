@@ -19,9 +19,9 @@ from astropy.nddata import NDData
 from astropy.table import Table
 
 import gpualign
-from gpualign import _pipeline
-from gpualign._catalog import as_catalog, read_sextractor
-from gpualign._detect import detect, filter_catalog
+from gpualign.pipeline import _api as _pipeline
+from gpualign.detect._catalog import as_catalog, read_sextractor
+from gpualign.detect._sep import detect, filter_catalog
 
 SHAPE = (512, 512)
 # The issue's 0.015 px bound is for 1024^2 fields of 2000 stars (tests/test_engine_*);
@@ -513,7 +513,7 @@ def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpua
     """Each dial is a CLI option and arrives, with its value, at the solver."""
     from typer.testing import CliRunner
 
-    from gpualign import _cli_align
+    from gpualign.cli import _align as _cli_align
     from gpualign.cli import app
 
     spath, tpath = tmp_path / "s.fits", tmp_path / "t.fits"

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.gpu
 
 cp = pytest.importorskip("cupy", reason="CuPy is not installed")
 
-from gpualign._backend import _kernels, numpy_backend  # noqa: E402
-from gpualign._transform import Transform  # noqa: E402
-from gpualign._warp import prefilter, warp  # noqa: E402
+from gpualign.backend import _kernels, numpy_backend  # noqa: E402
+from gpualign.transform._transform import Transform  # noqa: E402
+from gpualign.warp._resample import prefilter, warp  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

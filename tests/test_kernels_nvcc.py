@@ -3,7 +3,7 @@
 * nvcc: every ``kernels/*.cu`` to a cubin for sm_70, sm_80 and sm_90, warnings as
   errors. A target the installed nvcc cannot build (CUDA 13 dropped sm_70) is skipped
   with the nvcc version in the reason.
-* NVRTC: the exact source and options that ``gpualign._backend._kernels`` hands to
+* NVRTC: the exact source and options that ``gpualign.backend._kernels`` hands to
   ``cupy.RawModule`` (header inlined, no system headers), compiled through libnvrtc
   with ctypes -- the path CuPy takes at run time. Skipped when no libnvrtc is found
   (``pip install nvidia-cuda-nvrtc-cu12`` provides the one cupy-cuda12x uses).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gpualign._backend import _kernels
+from gpualign.backend import _kernels
 
 pytestmark = pytest.mark.nvcc
 

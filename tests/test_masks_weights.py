@@ -2,7 +2,7 @@
 
 * Bitmask: an output pixel has bit b set iff a source pixel within the kernel's reach
   (Chebyshev distance ``kernel_reach(order)`` of the nearest source pixel to the sampled
-  position, gpualign._warp.kernel_reach) has it, checked against a brute-force OR.
+  position, gpualign.warp._resample.kernel_reach) has it, checked against a brute-force OR.
 * Variance: the warp is linear, so the exact output variance of independent source
   pixels is ``sum_k c_k**2 var_k`` with ``c_k`` the warp's own weights; these are read
   off by warping unit impulses, and a Monte Carlo of noise realisations checks the
@@ -26,10 +26,10 @@ from astropy.nddata import (
 from astropy.wcs import WCS
 
 import gpualign
-from gpualign._flux import jacobian_det_grid
-from gpualign._transform import Transform
-from gpualign._variance import resample_variance
-from gpualign._warp import kernel_reach, warp
+from gpualign.products._flux import jacobian_det_grid
+from gpualign.transform._transform import Transform
+from gpualign.products._variance import resample_variance
+from gpualign.warp._resample import kernel_reach, warp
 
 BE = gpualign.get_backend("numpy")
 
@@ -281,7 +281,7 @@ def test_fits_bitmask_and_weight_hdus_read_by_extension(tmp_path, make_pair):
                   fits.ImageHDU(mask, name="DQ"),
                   fits.ImageHDU(np.full(pair.source.shape, 4.0, np.float32), name="VAR")]
                  ).writeto(path)
-    from gpualign._products import load_mask, load_weight
+    from gpualign.products._finish import load_mask, load_weight
 
     m = load_mask(path, pair.source.shape, ext="DQ")
     assert m.dtype == np.int16 and (m == mask).all()

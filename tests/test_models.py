@@ -2,7 +2,7 @@
 
 Truths are simulated (gpualign._simulate) or a real JWST epoch mirrored, rotated and
 distorted (tests/data/PROVENANCE.txt); the fitted linear part is decomposed into
-rotation, scales and shear (gpualign._models.linear_parameters) and compared with the
+rotation, scales and shear (gpualign.fit._linear.linear_parameters) and compared with the
 truth's.
 """
 
@@ -14,9 +14,9 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign._demo import demo_image_path
-from gpualign._detect import detect
-from gpualign._models import choose_model, fit_model, linear_parameters
+from gpualign.cli._demo import demo_image_path
+from gpualign.detect._sep import detect
+from gpualign.fit._linear import choose_model, fit_model, linear_parameters
 from gpualign._simulate import (
     TrueMapping,
     error_stats,
@@ -24,7 +24,7 @@ from gpualign._simulate import (
     position_errors,
     warp_real_image,
 )
-from gpualign._transform import Transform
+from gpualign.transform._transform import Transform
 from gpualign.cli import app
 
 S = (768, 768)

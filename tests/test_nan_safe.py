@@ -18,11 +18,12 @@ import pytest
 from scipy import ndimage
 
 import gpualign
-from gpualign import _invalid, _warp
-from gpualign._backend import get_backend
-from gpualign._detect import detect
-from gpualign._transform import Transform
-from gpualign._warp import kernel_reach, warp
+from gpualign.warp import _invalid
+from gpualign.warp import _resample as _warp
+from gpualign.backend import get_backend
+from gpualign.detect._sep import detect
+from gpualign.transform._transform import Transform
+from gpualign.warp._resample import kernel_reach, warp
 
 SRC = (150, 170)
 OUT = (160, 160)

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gpualign import _neighbours
-from gpualign._backend import numpy_backend
-from gpualign._detect import detect
-from gpualign._match import cross_match
-from gpualign._neighbours import NeighbourIndex
-from gpualign._pipeline import solve
+from gpualign.match import _neighbours
+from gpualign.backend import numpy_backend
+from gpualign.detect._sep import detect
+from gpualign.match._quad_match import cross_match
+from gpualign.match._neighbours import NeighbourIndex
+from gpualign.pipeline._api import solve
 from gpualign._simulate import make_mapping, simulate_pair
 
 # The dense code path, run with NumPy as its array module (the strict CuPy stand-in

@@ -1,6 +1,6 @@
 """Device neighbour queries at 10^5 stars: KD-tree answers, bounded memory.
 
-On a GPU backend, :class:`gpualign._neighbours.NeighbourIndex` answers with chunked
+On a GPU backend, :class:`gpualign.match._neighbours.NeighbourIndex` answers with chunked
 distance matrices. Here it runs on the strict CuPy stand-in, whose every device array
 is created through ``strict_cupy._core.ndarray._wrap``; wrapping that records the
 largest array the queries allocate, which must stay within the index's budget.
@@ -14,8 +14,8 @@ import strict_cupy
 from strict_cupy import _core
 
 import gpualign
-from gpualign._match import cross_match
-from gpualign._neighbours import CHUNK_ELEMENTS, NeighbourIndex, chunk_elements_for
+from gpualign.match._quad_match import cross_match
+from gpualign.match._neighbours import CHUNK_ELEMENTS, NeighbourIndex, chunk_elements_for
 
 N = 100_000
 

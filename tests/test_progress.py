@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import gpualign
 from gpualign import _progress
-from gpualign._warp import warp
+from gpualign.warp._resample import warp
 from gpualign.cli import app
 
 S = (512, 512)

@@ -24,8 +24,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 import gpualign
-from gpualign._demo import demo_image_path
-from gpualign._detect import detect
+from gpualign.cli._demo import demo_image_path
+from gpualign.detect._sep import detect
 from gpualign._simulate import (
     TrueMapping,
     error_stats,

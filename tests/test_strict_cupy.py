@@ -25,7 +25,7 @@ import strict_cupy as cp
 from strict_cupy import _snapshot
 
 import gpualign
-from gpualign._backend import Backend
+from gpualign.backend import Backend
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "strict_cupy" / "make_api_snapshot.py"

@@ -1,7 +1,7 @@
 """Mosaic outputs written tile by tile into the FITS file equal the in-memory warp exactly.
 
 Any tile size and any thread count give the same pixels, footprint and mask as
-:func:`gpualign._warp.warp` in memory; the file is a valid FITS file with the same
+:func:`gpualign.warp._resample.warp` in memory; the file is a valid FITS file with the same
 HDUs and header cards the in-memory path writes; the CLI and batches switch to it
 for big outputs, and the aligned stars still land on the truth.
 """
@@ -14,12 +14,12 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-import gpualign._fitsout as fitsout
-from gpualign._cli_align import result_hdus
-from gpualign._fitsout import TiledFitsWriter, warp_to_fits
-from gpualign._io import write_fits_atomic
-from gpualign._pipeline import AlignResult
-from gpualign._warp import warp
+import gpualign.io._tiled as fitsout
+from gpualign.cli._align import result_hdus
+from gpualign.io._tiled import TiledFitsWriter, warp_to_fits
+from gpualign.io._read import write_fits_atomic
+from gpualign.pipeline._api import AlignResult
+from gpualign.warp._resample import warp
 from gpualign.cli import app
 
 S = (1024, 1024)
@@ -136,8 +136,8 @@ def test_cli_and_batch_stream_big_outputs(pair, numpy_backend, tmp_path, monkeyp
 def test_strip_detection_finds_each_star_once(pair):
     """Detection in overlapping row strips: the bright stars once each, where whole-image
     detection puts them (the truth of the strips is the untouched image's catalogue)."""
-    from gpualign._bigdetect import detect_strips
-    from gpualign._detect import detect
+    from gpualign.detect._strips import detect_strips
+    from gpualign.detect._sep import detect
 
     whole = detect(pair.source)
     strips = detect_strips(pair.source, strip=200, overlap=48)
@@ -153,7 +153,7 @@ def test_strip_detection_finds_each_star_once(pair):
 
 STRIPS_IN_WORKERS = """
 import numpy as np
-from gpualign import _bigdetect
+from gpualign.detect import _strips as _bigdetect
 from gpualign._simulate import make_mapping, simulate_pair
 
 m = make_mapping(source_shape=(700, 600), template_shape=(700, 600), rotation_deg=5.0)
@@ -191,7 +191,7 @@ def test_strips_in_worker_processes_equal_one_process():
 def test_strip_process_count(monkeypatch):
     import threading
 
-    from gpualign._bigdetect import _processes
+    from gpualign.detect._strips import _processes
 
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     assert _processes(1, 10) == 1
@@ -202,7 +202,7 @@ def test_strip_process_count(monkeypatch):
 
 
 def test_cli_strip_detection(pair, tmp_path, monkeypatch, accuracy):
-    import gpualign._cli_align as cli_align
+    import gpualign.cli._align as cli_align
 
     fits.writeto(tmp_path / "t.fits", pair.template)
     fits.writeto(tmp_path / "s.fits", pair.source)
@@ -226,7 +226,7 @@ def test_prefilter_blocks_equal_whole_lines(numpy_backend, shape):
     whole-array 1-D filters (axis 1, then axis 0, float32 between)."""
     from scipy import ndimage
 
-    from gpualign._warp import prefilter
+    from gpualign.warp._resample import prefilter
 
     img = (np.random.default_rng(1).random(shape) * 1000).astype(np.float32)
     for order in (2, 3, 5):

@@ -15,7 +15,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign._transform import Transform
+from gpualign.transform._transform import Transform
 from gpualign.cli import app
 
 S = (384, 384)
@@ -178,7 +178,7 @@ def test_real_jwst_transform_reused_for_another_image(tmp_path):
     standing for another band of the same frame) equals the aligned image transformed alike."""
     from pathlib import Path
 
-    from gpualign._demo import demo_image_path
+    from gpualign.cli._demo import demo_image_path
 
     src = Path(__file__).parent / "data" / "jwst_a2744_f200w_2022-11.fits"
     res = gpualign.align(src, demo_image_path(), backend="numpy", interp_order=1)

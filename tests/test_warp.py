@@ -1,4 +1,4 @@
-"""The warp (``apply_transform`` / ``gpualign._warp.warp``) against analytic truth.
+"""The warp (``apply_transform`` / ``gpualign.warp._resample.warp``) against analytic truth.
 
 A smooth analytic image sampled on the source grid is resampled through a known
 transform (rotation, scale, shift and distortion surfaces); the output must
@@ -15,8 +15,8 @@ import pytest
 from scipy import ndimage
 
 import gpualign
-from gpualign._transform import Transform
-from gpualign._warp import warp
+from gpualign.transform._transform import Transform
+from gpualign.warp._resample import warp
 
 H, W = 200, 260  # source
 OUT = (180, 240)  # output grid, another shape

@@ -22,9 +22,9 @@ from astropy.nddata import NDData
 from astropy.wcs import WCS, FITSFixedWarning
 
 import gpualign
-from gpualign._demo import demo_image_path
-from gpualign._transform import Transform
-from gpualign._wcs import celestial_wcs, compose_wcs
+from gpualign.cli._demo import demo_image_path
+from gpualign.transform._transform import Transform
+from gpualign.products._wcs import celestial_wcs, compose_wcs
 
 DATA = Path(__file__).parent / "data"
 
@@ -159,7 +159,7 @@ def test_real_decam_tpv_composed(tmp_path):
     assert res.header["GA_WCS"] == "source+transform"
     assert sky_error_px(res.wcs, src, t, data.shape, step=5) < 1e-3
     # the TPV really matters here: the plain linear composition would be off
-    from gpualign._wcs import _linear_core
+    from gpualign.products._wcs import _linear_core
 
     assert sky_error_px(_linear_core(src, t), src, t, data.shape) > 0.01
     t.save(tmp_path / "t.json")

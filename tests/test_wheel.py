@@ -43,7 +43,7 @@ def test_wheel_contains_kernels(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in KERNEL_FILES:
         assert name in names, f"{name} missing from {wheel.name}"
-    assert "gpualign/_backend/_kernels.py" in names
+    assert "gpualign/backend/_kernels.py" in names
     for src in (REPO / "kernels").glob("*.cu*"):
         assert f"gpualign/kernels/{src.name}" in names, f"{src.name} not shipped"
 
@@ -53,7 +53,7 @@ def test_installed_loader_reads_packaged_kernels(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import gpualign._backend._kernels as k, pathlib, sys; "
+        "import gpualign.backend._kernels as k, pathlib, sys; "
         "d = k.kernel_source_dir(); "
         f"assert d == pathlib.Path({str(site)!r}, 'gpualign', 'kernels').resolve(), d; "
         "assert 'GPUALIGN_WARP_CUH' in k.kernel_source(); "
@@ -81,7 +81,7 @@ def test_wheel_ships_the_host_library_and_it_loads(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "from gpualign._backend import _host; import pathlib; s = _host.status(); "
+        "from gpualign.backend import _host; import pathlib; s = _host.status(); "
         f"assert s.startswith('compiled (' + str(pathlib.Path({str(site)!r}).resolve())), s"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

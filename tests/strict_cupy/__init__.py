@@ -85,7 +85,7 @@ def configure(**changes: _Any) -> _Any:
 def install(monkeypatch: _Any, *, reset: bool = True) -> _Any:
     """Make the stand-in gpualign's CuPy for one test.
 
-    ``gpualign._backend._import_cupy`` is patched to return ``(strict_cupy,
+    ``gpualign.backend._import_cupy`` is patched to return ``(strict_cupy,
     strict_cupy.ndimage)``, so ``gpualign.get_backend("cupy")`` (and ``"auto"``) build
     the real CuPy-path backend on the stand-in.
 
@@ -101,7 +101,7 @@ def install(monkeypatch: _Any, *, reset: bool = True) -> _Any:
     module
         This module.
     """
-    import gpualign._backend as backend_module
+    import gpualign.backend as backend_module
 
     module = _sys.modules[__name__]
     monkeypatch.setattr(backend_module, "_import_cupy", lambda: (module, module.ndimage))

@@ -1,0 +1,317 @@
+"""Command line: ``gpualign align | apply | demo | info``.
+
+Parses options, calls the API, writes files; no algorithm code lives here. Every
+failure the user can fix is one line on stderr and a non-zero exit code
+(1: registration failed, 2: bad input or unusable backend); a traceback only with -vv.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpualign import __version__
+from gpualign._errors import BackendUnavailable, GpuAlignError, InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Register astronomical images onto a template's pixel grid using stars as tie-points.",
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("gpualign")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def fail(exc: BaseException, verbose: int) -> typer.Exit:
+    """Print one line for ``exc`` and return the Exit to raise."""
+    if verbose >= 2:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, (InputError, BackendUnavailable)):
+        code = EXIT_USAGE
+    elif isinstance(exc, GpuAlignError):
+        code = EXIT_FAILED
+    elif isinstance(exc, (MemoryError, OSError, ValueError)):
+        code = EXIT_FAILED
+    else:
+        code = EXIT_INTERNAL
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    typer.echo(f"gpualign: error: {first}", err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpualign {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """gpualign: detection-based image registration on GPU (CuPy) or CPU (NumPy)."""
+
+
+Verbose = Annotated[
+    int, typer.Option("-v", "--verbose", count=True, help="-v: fit stats, -vv: debug")
+]
+
+
+@app.command()
+def align(
+    sources: Annotated[list[Path], typer.Argument(help="Source image(s) (FITS) to resample.")],
+    template: Annotated[
+        Path | None, typer.Option("-t", "--template", help="Template image (FITS).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output FITS (a directory for several sources).")
+    ] = Path("aligned.fits"),
+    source_cat: Annotated[
+        Path | None, typer.Option(help="Source SExtractor ASCII catalogue (skip detection).")
+    ] = None,
+    template_cat: Annotated[
+        Path | None, typer.Option(help="Template SExtractor ASCII catalogue.")
+    ] = None,
+    flux_col: Annotated[
+        str | None, typer.Option(help="Flux column of the catalogues, e.g. FLUX_AUTO.")
+    ] = None,
+    source_ext: Annotated[str | None, typer.Option(help="Source FITS extension.")] = None,
+    template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
+    output_shape: Annotated[
+        tuple[int, int] | None, typer.Option(help="Output NY NX (default: the template's).")
+    ] = None,
+    sep_thresh: Annotated[float, typer.Option(help="Detection threshold (sigma).")] = 5.0,
+    min_fwhm: Annotated[float, typer.Option(help="Minimum FWHM of a star (px).")] = 1.0,
+    bad_flag_bits: Annotated[int, typer.Option(help="Drop detections with these flags.")] = 0,
+    min_sep: Annotated[
+        float | None, typer.Option(help="Crowding filter (px); default 2*max-match-dist.")
+    ] = None,
+    n_det: Annotated[
+        float | None, typer.Option(help="Brightest detections used: count, or fraction < 1.")
+    ] = None,
+    n_quad_det: Annotated[int, typer.Option(help="Stars per quad-building set.")] = 20,
+    min_quad_sep: Annotated[float, typer.Option(help="Minimum quad size (px).")] = 50.0,
+    max_quad_hash_dist: Annotated[float, typer.Option(help="Quad hash tolerance.")] = 0.01,
+    max_quad_cand: Annotated[int, typer.Option(help="Quad candidates verified at most.")] = 50,
+    patience_quad_cand: Annotated[
+        int, typer.Option(help="Stop after this many candidates without improvement.")
+    ] = 5,
+    quad_edge_buffer: Annotated[
+        float, typer.Option(help="No quad stars this close to edges (px).")
+    ] = 10.0,
+    sub_tile: Annotated[int, typer.Option(help="Sub-tile grid for quad stars.")] = 2,
+    max_match_dist: Annotated[float, typer.Option(help="Cross-match tolerance (px).")] = 5.0,
+    min_n_match: Annotated[int, typer.Option(help="Fewest matched stars accepted.")] = 6,
+    spline_order: Annotated[
+        int | None,
+        typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
+    ] = None,
+    no_mirror: Annotated[bool, typer.Option(help="Do not try a mirror-image source.")] = False,
+    transform: Annotated[
+        str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
+                          "the stars need more).")
+    ] = "auto",
+    interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
+    cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
+    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
+    simple: Annotated[
+        bool, typer.Option("--simple", help="Affine only (spalipy's align-fits-simple).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option(help="Skip sources whose output exists (resume a batch).")
+    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Run the frames on this Dask scheduler (tcp://HOST:PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Run the frames on a local Dask cluster of N.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")] = False,
+    source_mask: Annotated[
+        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+    ] = None,
+    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
+    source_weight: Annotated[
+        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+    ] = None,
+    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    weight_type: Annotated[
+        str | None, typer.Option(help="variance (default), inverse_variance or stddev.")
+    ] = None,
+    conserve_flux: Annotated[
+        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+    ] = False,
+    preserve_footprints: Annotated[
+        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+    ] = False,
+    save_transform: Annotated[
+        Path | None, typer.Option(help="Save the found transform (JSON) for gpualign apply.")
+    ] = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Align SOURCE(S) onto the pixel grid of the template."""
+    _setup_logging(verbose)
+    from gpualign.cli._align import run_align
+
+    options = dict(
+        flux_col=flux_col, sep_thresh=sep_thresh, min_fwhm=min_fwhm,
+        bad_flag_bits=bad_flag_bits, min_sep=min_sep,
+        n_det=(int(n_det) if n_det is not None and n_det >= 1 else n_det),
+        n_quad_det=n_quad_det, min_quad_sep=min_quad_sep,
+        max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
+        patience_quad_cand=patience_quad_cand, quad_edge_buffer=quad_edge_buffer,
+        sub_tile=sub_tile, max_match_dist=max_match_dist, min_n_match=min_n_match,
+        spline_order=0 if simple else spline_order, allow_mirror=not no_mirror,
+        transform=transform,
+    )
+    try:
+        run_align(
+            sources, template, output, source_cat=source_cat, template_cat=template_cat,
+            source_ext=source_ext, template_ext=template_ext, output_shape=output_shape,
+            interp_order=interp_order, cval=cval, backend=backend, threads=threads,
+            overwrite=overwrite, options=options, skip_existing=skip_existing,
+            scheduler=scheduler, workers=workers, quiet=quiet,
+            extras=dict(source_mask=source_mask, mask_ext=mask_ext,
+                        source_weight=source_weight, weight_ext=weight_ext,
+                        weight_type=weight_type, conserve_flux=conserve_flux,
+                        preserve_footprints=preserve_footprints,
+                        save_transform=save_transform),
+        )
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        raise fail(exc, verbose) from None
+
+
+@app.command()
+def apply(
+    transform_file: Annotated[Path, typer.Argument(help="Transform file (JSON) to apply.")],
+    images: Annotated[list[Path], typer.Argument(help="Image(s) (FITS) to resample.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output FITS (a directory for several).")
+    ] = Path("applied.fits"),
+    ext: Annotated[str | None, typer.Option(help="FITS extension of the images.")] = None,
+    template: Annotated[
+        Path | None, typer.Option("-t", "--template", help="Template FITS (its header/WCS).")
+    ] = None,
+    template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
+    source_mask: Annotated[
+        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+    ] = None,
+    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
+    source_weight: Annotated[
+        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+    ] = None,
+    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    weight_type: Annotated[
+        str, typer.Option(help="variance, inverse_variance or stddev.")
+    ] = "variance",
+    output_shape: Annotated[
+        tuple[int, int] | None, typer.Option(help="Output NY NX (default: from the file).")
+    ] = None,
+    interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
+    cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
+    conserve_flux: Annotated[
+        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+    ] = False,
+    preserve_footprints: Annotated[
+        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+    ] = False,
+    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Resample IMAGE(S) with a saved TRANSFORM_FILE (no detection)."""
+    _setup_logging(verbose)
+    from gpualign.cli._apply import run_apply
+
+    try:
+        run_apply(transform_file, images, output, ext=ext, template=template,
+                  template_ext=template_ext, source_mask=source_mask, mask_ext=mask_ext,
+                  source_weight=source_weight, weight_ext=weight_ext, weight_type=weight_type,
+                  output_shape=output_shape, interp_order=interp_order, cval=cval,
+                  conserve_flux=conserve_flux, preserve_footprints=preserve_footprints,
+                  backend=backend, threads=threads, overwrite=overwrite)
+    except Exception as exc:
+        raise fail(exc, verbose) from None
+
+
+@app.command()
+def demo(
+    outdir: Annotated[Path, typer.Option(help="Where to write the demo FITS files.")] = Path(
+        "gpualign-demo"
+    ),
+    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
+    verbose: Verbose = 0,
+) -> None:
+    """Distort a real JWST image with a known mapping, recover it, and report the error."""
+    _setup_logging(verbose)
+    from gpualign.cli._demo import run_demo
+
+    try:
+        run_demo(outdir, backend=backend)
+    except Exception as exc:
+        raise fail(exc, verbose) from None
+
+
+@app.command()
+def info() -> None:
+    """Show the backend that would be used, with versions and the device."""
+    from gpualign.backend import backend_report
+
+    for key, value in backend_report().items():
+        typer.echo(f"{key:>13}: {value}")
+
+
+def _no_hugepage_advice() -> None:
+    """Stop NumPy advising transparent huge pages for new large arrays (CLI only).
+
+    NumPy calls ``madvise(MADV_HUGEPAGE)`` on every array of 4 MB or more. Where the
+    kernel then compacts memory to find huge pages (``defrag=madvise``, as on the
+    2-core benchmark VM), first touching a fresh 64 MB array took 0.14 s instead of
+    0.035 s, and a 4096^2 run allocates about ten of them: 0.3 s of its 2.8 s.
+    gpualign's arrays are streamed through once, where huge pages buy little. A
+    ``NUMPY_MADVISE_HUGEPAGE`` set by the user wins. Library calls never change it.
+    """
+    import os
+
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # NumPy < 2
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return
+    _set_madvise_hugepage(False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _no_hugepage_advice()
+    app()

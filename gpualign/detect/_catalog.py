@@ -1,0 +1,210 @@
+"""Star catalogues: the one structure every stage passes around, and its readers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpualign._errors import InputError
+
+__all__ = ["Catalog", "catalog_from_table", "read_sextractor", "as_catalog"]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Detections of one image, brightest first.
+
+    Attributes
+    ----------
+    x, y : ndarray
+        0-based pixel positions (x = column, y = row).
+    flux : ndarray
+        Total flux (any unit; only the order and ratios matter).
+    fwhm : ndarray
+        Full width at half maximum in pixels (NaN if unknown).
+    flag : ndarray
+        Integer flags (sep / SExtractor convention; 0 = clean).
+    sigma : ndarray
+        1-sigma positional uncertainty per axis in pixels, used to weight the fit.
+    shape : tuple of int or None
+        ``(ny, nx)`` of the image the catalogue belongs to, if known.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    fwhm: np.ndarray
+    flag: np.ndarray
+    sigma: np.ndarray
+    shape: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Positions as an ``(N, 2)`` float64 array of (x, y)."""
+        return np.column_stack([self.x, self.y])
+
+    def take(self, index: np.ndarray) -> Catalog:
+        """Return the catalogue restricted to ``index`` (boolean mask or integer indices)."""
+        return Catalog(
+            self.x[index], self.y[index], self.flux[index], self.fwhm[index],
+            self.flag[index], self.sigma[index], self.shape,
+        )
+
+    def sorted_by_flux(self) -> Catalog:
+        """Return the catalogue ordered brightest first (NaN fluxes last)."""
+        order = np.argsort(-np.nan_to_num(self.flux, nan=-np.inf), kind="stable")
+        return self.take(order)
+
+    def brightest(self, n: int) -> Catalog:
+        """Return the ``n`` brightest detections (the catalogue must be sorted)."""
+        return self.take(np.arange(min(n, len(self))))
+
+
+def _sigma_from_snr(fwhm: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """Centroid uncertainty of a PSF of ``fwhm`` at signal-to-noise ``snr``.
+
+    For a Gaussian PSF the per-axis centroid error is ``sigma_psf * sqrt(2) / snr``
+    (background and photon noise together); a floor of 0.005 px stands for
+    everything the noise model leaves out (PSF variations, sampling).
+    """
+    sig_psf = np.where(np.isfinite(fwhm) & (fwhm > 0), fwhm, 2.5) / 2.3548
+    snr = np.where(np.isfinite(snr) & (snr > 0), snr, 5.0)
+    return np.hypot(sig_psf * np.sqrt(2.0) / snr, 0.005)
+
+
+def _snr_from_flux(flux: np.ndarray) -> np.ndarray:
+    """Signal-to-noise guessed from the fluxes alone, for catalogues without errors.
+
+    A detection catalogue reaches down to its detection limit, so the faint end
+    (5th percentile of the positive fluxes) is taken as SNR 5 and the noise as
+    background-limited (SNR proportional to flux). Only the relative weights of the
+    stars matter to the fit; one constant SNR for all would let the faint stars,
+    whose centroids are far noisier, weigh as much as the bright ones.
+    """
+    f = np.where(np.isfinite(flux) & (flux > 0), flux, np.nan)
+    if not np.isfinite(f).any():
+        return np.full_like(flux, 20.0)
+    ref = float(np.nanpercentile(f, 5))
+    return np.where(np.isfinite(f), 5.0 * f / ref, 5.0)
+
+
+def _column(table: Any, names: tuple[str, ...]) -> np.ndarray | None:
+    lower = {c.lower(): c for c in table.colnames}
+    for name in names:
+        if name.lower() in lower:
+            return np.asarray(table[lower[name.lower()]], dtype=np.float64)
+    return None
+
+
+def catalog_from_table(
+    table: Any, *, flux_col: str | None = None, one_based: bool = False,
+    shape: tuple[int, int] | None = None,
+) -> Catalog:
+    """Build a :class:`Catalog` from an astropy Table (or anything with ``colnames``).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Needs x and y columns (``x``/``y``, ``xcentroid``/``ycentroid``,
+        ``XWIN_IMAGE``/``YWIN_IMAGE`` or ``X_IMAGE``/``Y_IMAGE``); ``flux``,
+        ``fwhm`` and ``flag`` are used when present.
+    flux_col : str, optional
+        Name of the flux column (e.g. ``"FLUX_AUTO"``). Default: the first of
+        ``flux``, ``FLUX_AUTO``, ``FLUX_ISO``, ``FLUX_BEST``, any ``FLUX_*``.
+    one_based : bool
+        Whether positions are 1-based (SExtractor); they are converted to 0-based.
+    shape : tuple of int, optional
+        Image shape ``(ny, nx)`` the catalogue belongs to.
+
+    Returns
+    -------
+    Catalog
+        Sorted brightest first.
+    """
+    if not hasattr(table, "colnames"):
+        raise InputError(f"not a table: {type(table).__name__}", hint="pass an astropy Table")
+    x = _column(table, ("x", "xcentroid", "XWIN_IMAGE", "X_IMAGE"))
+    y = _column(table, ("y", "ycentroid", "YWIN_IMAGE", "Y_IMAGE"))
+    if x is None or y is None:
+        raise InputError(
+            f"catalogue has no x/y columns (columns: {', '.join(table.colnames)})",
+            hint="name them x and y, or X_IMAGE and Y_IMAGE",
+        )
+    if one_based:
+        x, y = x - 1.0, y - 1.0
+    if flux_col is not None:
+        flux = _column(table, (flux_col,))
+        if flux is None:
+            raise InputError(
+                f"catalogue has no flux column {flux_col!r}",
+                hint=f"columns are: {', '.join(table.colnames)}",
+            )
+    else:
+        candidates = ("flux", "FLUX_AUTO", "FLUX_ISO", "FLUX_BEST", "FLUX_APER")
+        candidates += tuple(c for c in table.colnames if c.upper().startswith("FLUX_"))
+        flux = _column(table, candidates)
+        if flux is None:
+            flux = np.ones_like(x)
+    fwhm = _column(table, ("fwhm", "FWHM_IMAGE"))
+    fwhm = np.full_like(x, np.nan) if fwhm is None else fwhm
+    flag = _column(table, ("flag", "flags", "FLAGS"))
+    flag = np.zeros(x.shape, np.int64) if flag is None else flag.astype(np.int64)
+    snr = _column(table, ("snr",))
+    if snr is None:
+        # The error of the chosen flux first (FLUX_APER -> FLUXERR_APER, flux -> fluxerr).
+        names: tuple[str, ...] = ("fluxerr", "flux_err", "FLUXERR_AUTO", "FLUXERR_ISO")
+        if flux_col is not None and flux_col.upper().startswith("FLUX"):
+            names = (flux_col[:4] + "ERR" + flux_col[4:], flux_col + "_err") + names
+        err = _column(table, names)
+        snr = flux / err if err is not None else _snr_from_flux(flux)
+    good = np.isfinite(x) & np.isfinite(y)
+    cat = Catalog(x, y, flux, fwhm, flag, _sigma_from_snr(fwhm, snr), shape)
+    return cat.take(good).sorted_by_flux()
+
+
+def read_sextractor(
+    path: str | Path, *, flux_col: str | None = None, shape: tuple[int, int] | None = None
+) -> Catalog:
+    """Read a SExtractor ASCII (``ASCII_HEAD``) catalogue.
+
+    Parameters
+    ----------
+    path : str or Path
+        The catalogue file.
+    flux_col : str, optional
+        Which ``FLUX_*`` column to rank stars by (default: ``FLUX_AUTO`` if present).
+    shape : tuple of int, optional
+        Image shape ``(ny, nx)``.
+
+    Returns
+    -------
+    Catalog
+        0-based positions (SExtractor's are 1-based), brightest first.
+    """
+    from astropy.io import ascii
+
+    try:
+        table = ascii.read(str(path), format="sextractor")
+    except FileNotFoundError:
+        raise InputError(f"catalogue not found: {path}") from None
+    except Exception as exc:
+        raise InputError(
+            f"cannot read {path} as a SExtractor ASCII catalogue ({exc})".splitlines()[0],
+            hint="write it with CATALOG_TYPE ASCII_HEAD",
+        ) from None
+    return catalog_from_table(table, flux_col=flux_col, one_based=True, shape=shape)
+
+
+def as_catalog(obj: Any, *, flux_col: str | None = None) -> Catalog:
+    """Turn a user-given catalogue (Catalog, Table or SExtractor file path) into a Catalog."""
+    if isinstance(obj, Catalog):
+        return obj
+    if isinstance(obj, (str, Path)):
+        return read_sextractor(obj, flux_col=flux_col)
+    return catalog_from_table(obj, flux_col=flux_col)

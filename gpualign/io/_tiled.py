@@ -1,0 +1,204 @@
+"""Writing a big output FITS file tile by tile, atomically, without holding it in memory.
+
+:class:`TiledFitsWriter` lays out the whole file up front (primary image, then the
+``FOOTPRINT`` and, if any, ``MASK`` image extensions, each header followed by its
+data section padded to the FITS block of 2880 bytes), in a temporary file of the
+final size in the output's directory; :meth:`TiledFitsWriter.write_rows` then
+writes rows of each section at their offset with ``os.pwrite`` (thread-safe, so the
+warp's tile threads call it directly; the pages go to the page cache, not to this
+process's memory); :meth:`TiledFitsWriter.commit` renames the complete file onto
+the output path. An interrupted write leaves no partial output. The file is the
+one astropy writes for the same HDUs (same header cards, big-endian data).
+
+:func:`warp_to_fits` is the warp streamed through such a writer: peak memory is the
+source image and its spline coefficients plus a few tiles, whatever the output size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from gpualign._errors import InputError
+
+__all__ = ["TiledFitsWriter", "warp_to_fits", "STREAM_MIN_PIXELS"]
+
+BLOCK = 2880
+
+#: Outputs of at least this many pixels are written tile by tile by the CLI.
+STREAM_MIN_PIXELS = 4096 * 4096
+
+_BITPIX = {np.dtype(np.float32): -32, np.dtype(np.float64): -64, np.dtype(np.uint8): 8}
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+def _image_header(base: fits.Header | None, shape: tuple[int, int], dtype: np.dtype,
+                  extname: str | None) -> fits.Header:
+    one = np.zeros((1, 1), dtype)
+    if extname is None:
+        hdr = fits.PrimaryHDU(one, header=base).header
+    else:
+        hdr = fits.ImageHDU(one, header=base, name=extname).header
+    hdr["NAXIS1"], hdr["NAXIS2"] = int(shape[1]), int(shape[0])
+    if extname is None and "EXTEND" not in hdr:  # extensions follow (as astropy writes it)
+        hdr.set("EXTEND", True, after="NAXIS2")
+    return hdr
+
+
+class TiledFitsWriter:
+    """An output FITS file (data, FOOTPRINT, optional MASK) filled row block by row block.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final output path (written to a temporary name first).
+    header : astropy.io.fits.Header or None
+        Cards of the primary HDU (structural keywords are set here).
+    shape : tuple of int
+        ``(ny, nx)`` of every image.
+    dtype : dtype
+        Data type of the primary image (float32 or float64).
+    mask : bool
+        Whether a ``MASK`` extension (uint8) follows the footprint.
+    overwrite : bool
+        Replace an existing ``path`` on commit (otherwise InputError now).
+    """
+
+    def __init__(self, path: str | Path, header: fits.Header | None,
+                 shape: tuple[int, int], dtype: Any = np.float32, *, mask: bool = False,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.overwrite = overwrite
+        if self.path.exists() and not overwrite:
+            raise InputError(f"output {self.path} exists", hint="use --overwrite to replace it")
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        if not directory.is_dir():
+            raise InputError(f"output directory does not exist: {directory}")
+        dtype = np.dtype(dtype)
+        if dtype not in _BITPIX:
+            raise ValueError(f"cannot stream {dtype} pixels")
+        planes = [(None, dtype, header), ("FOOTPRINT", np.dtype(np.uint8), None)]
+        if mask:
+            planes.append(("MASK", np.dtype(np.uint8), None))
+        self.sections: dict[str, tuple[int, np.dtype]] = {}
+        blobs: list[tuple[int, bytes]] = []
+        offset = 0
+        ny, nx = self.shape
+        for name, dt, base in planes:
+            raw = _image_header(base, self.shape, dt, name).tostring().encode("ascii")
+            blobs.append((offset, raw))
+            offset += len(raw)
+            self.sections[name or "DATA"] = (offset, dt.newbyteorder(">"))
+            offset += _padded(ny * nx * dt.itemsize)
+        self.size = offset
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                        dir=directory)
+        self.fd: int | None = fd
+        try:
+            os.ftruncate(fd, self.size)  # sparse: the padding reads as zeros
+            for off, raw in blobs:
+                os.pwrite(fd, raw, off)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write_rows(self, section: str, y0: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (shape ``(k, nx)``) as rows ``y0:y0+k`` of ``section``.
+
+        ``section`` is ``"DATA"``, ``"FOOTPRINT"`` or ``"MASK"``; thread-safe.
+        """
+        offset, dt = self.sections[section]
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or y0 + len(rows) > self.shape[0]:
+            raise ValueError(f"rows of shape {rows.shape} at {y0} do not fit {self.shape}")
+        raw = np.ascontiguousarray(rows, dtype=dt)
+        view = memoryview(raw).cast("B")
+        pos = offset + y0 * self.shape[1] * dt.itemsize
+        while view:  # pwrite may write less than asked
+            n = os.pwrite(self.fd, view, pos)
+            view, pos = view[n:], pos + n
+
+    def tile(self, y0: int, y1: int, data: np.ndarray, footprint: np.ndarray,
+             mask: np.ndarray | None) -> None:
+        """A :func:`gpualign._warp.warp` ``sink``: one finished tile of every section."""
+        self.write_rows("DATA", y0, data)
+        self.write_rows("FOOTPRINT", y0, footprint)
+        if mask is not None and "MASK" in self.sections:
+            self.write_rows("MASK", y0, mask)
+
+    def commit(self) -> None:
+        """Make the file complete on disk and rename it onto the output path."""
+        from gpualign.io._read import _umask
+
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            if self.path.exists() and not self.overwrite:
+                raise InputError(f"output {self.path} exists",
+                                 hint="use --overwrite to replace it")
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the temporary file (nothing is left at the output path)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        Path(self.tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> TiledFitsWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def warp_to_fits(image: np.ndarray, transform: Any, shape: tuple[int, int], path: str | Path,
+                 header: fits.Header | None, *, backend: Any, order: int = 3,
+                 cval: float = float("nan"), mask: np.ndarray | None = None,
+                 threads: int | None = None, dtype: Any = np.float32,
+                 tile_rows: int | None = None, overwrite: bool = False,
+                 overwrite_input: bool = False) -> None:
+    """Warp ``image`` onto ``shape`` straight into the FITS file ``path``, tile by tile.
+
+    The file holds what :func:`gpualign._cli_align.result_hdus` would write for the
+    in-memory warp (primary data with ``header``, ``FOOTPRINT``, ``MASK`` as uint8
+    when a boolean or uint8 ``mask`` is given), pixel for pixel.
+
+    Parameters
+    ----------
+    image, transform, shape, backend, order, cval, mask, threads, dtype, tile_rows
+        As for :func:`gpualign._warp.warp`.
+    path : str or Path
+        Output file, written atomically.
+    header : astropy.io.fits.Header or None
+        Primary header cards.
+    overwrite : bool
+        Replace an existing file.
+    overwrite_input : bool
+        Let the prefilter work in ``image``'s memory (see ``warp``).
+    """
+    from gpualign.warp._resample import warp
+
+    if mask is not None and np.asarray(mask).dtype not in (np.dtype(bool), np.dtype(np.uint8)):
+        raise ValueError("streamed outputs carry boolean or uint8 masks only")
+    with TiledFitsWriter(path, header, shape, dtype, mask=mask is not None,
+                         overwrite=overwrite) as writer:
+        warp(image, transform, shape, backend=backend, order=order, cval=cval, mask=mask,
+             threads=threads, dtype=dtype, tile_rows=tile_rows, sink=writer.tile,
+             overwrite_input=overwrite_input)
