@@ -1,9 +1,6 @@
 """gpualign: detection-based registration of astronomical images, on GPU or CPU."""
 
-from gpualign.backend import Backend, get_backend
-from gpualign.batch._batch import FrameResult, align_batch
-from gpualign.detect._catalog import Catalog
-from ._errors import (
+from gpualign._errors import (
     BackendUnavailable,
     GpuAlignError,
     InputError,
@@ -11,19 +8,28 @@ from ._errors import (
     NoQuadMatch,
     TooFewStars,
 )
-from gpualign.pipeline._api import AlignResult, Solution, align, apply_transform, find_transform
-from gpualign.transform._transform import Transform
-
-__version__ = "0.1.0"
+from gpualign._version import __version__
+from gpualign.backend import Backend, get_backend
+from gpualign.batch import FrameResult, align_batch
+from gpualign.detect import Catalog, DetectSettings
+from gpualign.fit import FitSettings
+from gpualign.match import MatchSettings
+from gpualign.pipeline import align, apply_transform, find_transform
+from gpualign.products import AlignResult, Solution
+from gpualign.transform import DistortionModel, Transform
 
 __all__ = [
     "AlignResult",
     "Backend",
     "BackendUnavailable",
     "Catalog",
+    "DetectSettings",
+    "DistortionModel",
+    "FitSettings",
     "FrameResult",
     "GpuAlignError",
     "InputError",
+    "MatchSettings",
     "NoOverlap",
     "NoQuadMatch",
     "Solution",

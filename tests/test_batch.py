@@ -18,7 +18,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.batch._batch import make_tasks, output_name
+from gpualign.batch import make_tasks, output_name
 from gpualign._simulate import bright_overlap_stars, position_errors
 from gpualign.cli import app
 
@@ -210,7 +210,7 @@ def test_resume_after_interruption(frames, pair, tmp_path, monkeypatch):
     The outputs the first run wrote are left untouched (same bytes, same mtime), no
     partial file is left anywhere, and only the missing outputs are written.
     """
-    import gpualign.warp._resample as warp_mod
+    import gpualign.pipeline._runner as warp_mod
 
     names = list(VIEWS)
     srcs = [frames[n] for n in names]
@@ -279,18 +279,15 @@ def test_outputs_of_another_template_are_not_skipped(frames, pair, tmp_path):
 def die_once(task, ctx):
     """Kill the worker process the first time ``flipped`` is processed (before writing)
     and the first time ``rot90`` is (after writing); log every real write."""
-    import dataclasses
+    from gpualign.batch import process_frame
 
-    from gpualign.batch._local import process_frame
-
-    root = Path(ctx.options["_root"])
+    root = Path(task.output).parents[1]
     stem = Path(task.source).stem
     marker = root / f"died-{stem}"
     if stem == "flipped" and not marker.exists():
         marker.touch()
         os._exit(1)
-    res = process_frame(task, dataclasses.replace(
-        ctx, options={k: v for k, v in ctx.options.items() if k != "_root"}))
+    res = process_frame(task, ctx)
     if res.written:
         with open(root / "writes.log", "a") as f:
             f.write(stem + "\n")
@@ -302,14 +299,13 @@ def die_once(task, ctx):
 
 def test_local_worker_death_is_retried(frames, pair, tmp_path):
     """A pool worker that dies costs nothing: the lost frames run again, once each."""
-    from gpualign.batch._batch import _run_batch
-    from gpualign.detect._sep import detect
+    from gpualign.batch import run_batch
+    from gpualign.detect import detect
 
     names = list(VIEWS)
     (tmp_path / "out").mkdir()
-    results = _run_batch([frames[n] for n in names], detect(pair.template), None, S,
-                         tmp_path / "out", processes=2, frame_fn=die_once,
-                         options={"_root": str(tmp_path)}, backend="numpy")
+    results = run_batch([frames[n] for n in names], detect(pair.template), None, S,
+                        tmp_path / "out", processes=2, frame_fn=die_once, backend="numpy")
     assert (tmp_path / "died-flipped").exists() and (tmp_path / "died-rot90").exists()
     assert [r.status for r in results] == ["ok"] * 4, [r.message for r in results]
     assert sorted((tmp_path / "writes.log").read_text().split()) == sorted(names)
@@ -321,7 +317,7 @@ def test_local_worker_death_is_retried(frames, pair, tmp_path):
 
 def always_dies_on_crop(task, ctx):
     """``crop`` kills every worker that takes it (as an out-of-memory frame would)."""
-    from gpualign.batch._local import process_frame
+    from gpualign.batch import process_frame
 
     if Path(task.source).stem == "crop":
         os._exit(1)
@@ -329,14 +325,14 @@ def always_dies_on_crop(task, ctx):
 
 
 def test_frame_that_always_kills_its_worker_fails_alone(frames, pair, tmp_path):
-    from gpualign.batch._batch import _run_batch
-    from gpualign.detect._sep import detect
+    from gpualign.batch import run_batch
+    from gpualign.detect import detect
 
     names = list(VIEWS)
     (tmp_path / "out").mkdir()
-    results = _run_batch([frames[n] for n in names], detect(pair.template), None, S,
-                         tmp_path / "out", processes=2, frame_fn=always_dies_on_crop,
-                         options={}, backend="numpy")
+    results = run_batch([frames[n] for n in names], detect(pair.template), None, S,
+                        tmp_path / "out", processes=2, frame_fn=always_dies_on_crop,
+                        backend="numpy")
     by = dict(zip(names, results, strict=True))
     assert by["crop"].status == "failed" and by["crop"].error == "WorkerDied"
     assert "died 2 times" in by["crop"].message

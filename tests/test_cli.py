@@ -366,7 +366,7 @@ def test_atomic_write_keeps_the_old_output(files, tmp_path, monkeypatch):
 
 
 def test_atomic_write_on_interrupt(tmp_path, monkeypatch):
-    from gpualign.io._read import write_fits_atomic
+    from gpualign.io import write_fits_atomic
 
     def interrupted(self, name, *a, **k):
         with open(name, "wb") as f:

@@ -324,7 +324,7 @@ def test_hidden_round_trip_fails_the_transfer_check(gpu, cp, sim, monkeypatch):
 
 def test_cli_batch_backend_cupy(cp, sim, tmp_path, monkeypatch, restore_gpualign_logger):
     """A batch (several sources, one output directory) on the device, as on NumPy."""
-    from gpualign.batch import _local as _frames
+    from gpualign.batch import _worker as _frames
 
     monkeypatch.setattr(_frames, "_backends", {})  # no stand-in backend cached past this test
     fits.writeto(tmp_path / "t.fits", sim.template)

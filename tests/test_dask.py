@@ -20,9 +20,8 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.batch._batch import _run_batch
-from gpualign.detect._sep import detect
-from gpualign.batch._local import process_frame
+from gpualign.batch import process_frame, run_batch
+from gpualign.detect import detect
 from gpualign._simulate import bright_overlap_stars, position_errors
 from gpualign.cli import app
 
@@ -112,16 +111,13 @@ def die_once(task, ctx):
     ``c`` dies before its output is written, ``d`` right after (before reporting);
     every real write is logged to ``writes.log``.
     """
-    root = Path(ctx.options["_test_root"])
-    opts = {k: v for k, v in ctx.options.items() if k != "_test_root"}
+    root = Path(task.output).parents[1]
     stem = Path(task.source).stem
     marker = root / f"died-{stem}"
     if stem == "c" and not marker.exists():
         marker.touch()
         os._exit(1)
-    import dataclasses
-
-    res = process_frame(task, dataclasses.replace(ctx, options=opts))
+    res = process_frame(task, ctx)
     if res.written:
         with open(root / "writes.log", "a") as f:
             f.write(f"{stem} {os.getpid()}\n")
@@ -136,9 +132,8 @@ def test_worker_dies_mid_batch(cluster, frames, pair, tmp_path):
     template, srcs = frames
     cat = detect(pair.template)
     (tmp_path / "out").mkdir()
-    results = _run_batch(srcs, cat, None, S, tmp_path / "out", scheduler=client,
-                         frame_fn=die_once, options={"_test_root": str(tmp_path)},
-                         backend="numpy", timeout=120)
+    results = run_batch(srcs, cat, None, S, tmp_path / "out", scheduler=client,
+                        frame_fn=die_once, backend="numpy", timeout=120)
     assert (tmp_path / "died-c").exists() and (tmp_path / "died-d").exists()
     assert [r.status for r in results] == ["ok"] * 4, [r.message for r in results]
     writes = (tmp_path / "writes.log").read_text().split()[::2]

@@ -115,7 +115,7 @@ def test_no_overlap(good):
 def test_no_overlap_check_itself():
     t = gpualign.Transform.from_matrix(np.array([[1.0, 0, 1000.0], [0, 1.0, 0]]))
     with pytest.raises(gpualign.NoOverlap) as info:
-        from gpualign.pipeline._api import _check_overlap
+        from gpualign.pipeline._solve import check_overlap as _check_overlap
 
         _check_overlap(t, S, S)
     _check(info.value, gpualign.NoOverlap, "no part of the source")

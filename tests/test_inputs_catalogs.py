@@ -19,7 +19,7 @@ from astropy.nddata import NDData
 from astropy.table import Table
 
 import gpualign
-from gpualign.pipeline import _api as _pipeline
+from gpualign.pipeline import _solve as _pipeline
 from gpualign.detect._catalog import as_catalog, read_sextractor
 from gpualign.detect._sep import detect, filter_catalog
 
@@ -513,7 +513,7 @@ def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpua
     """Each dial is a CLI option and arrives, with its value, at the solver."""
     from typer.testing import CliRunner
 
-    from gpualign.cli import _align as _cli_align
+    from gpualign.pipeline import _runner as _cli_align
     from gpualign.cli import app
 
     spath, tpath = tmp_path / "s.fits", tmp_path / "t.fits"
@@ -523,7 +523,8 @@ def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpua
     real = _cli_align.solve
 
     def spy(src, tmpl, **kw):
-        got.update(kw)
+        for key in ("detect", "match", "fit"):
+            got.update(kw[key].as_dict())
         return real(src, tmpl, **kw)
 
     monkeypatch.setattr(_cli_align, "solve", spy)

@@ -281,7 +281,7 @@ def test_fits_bitmask_and_weight_hdus_read_by_extension(tmp_path, make_pair):
                   fits.ImageHDU(mask, name="DQ"),
                   fits.ImageHDU(np.full(pair.source.shape, 4.0, np.float32), name="VAR")]
                  ).writeto(path)
-    from gpualign.products._finish import load_mask, load_weight
+    from gpualign.io import load_mask, load_weight
 
     m = load_mask(path, pair.source.shape, ext="DQ")
     assert m.dtype == np.int16 and (m == mask).all()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import gpualign
 from gpualign.cli._demo import demo_image_path
 from gpualign.detect._sep import detect
-from gpualign.fit._linear import choose_model, fit_model, linear_parameters
+from gpualign.fit import choose_model, fit_model, linear_parameters
 from gpualign._simulate import (
     TrueMapping,
     error_stats,

@@ -12,7 +12,7 @@ from gpualign.backend import numpy_backend
 from gpualign.detect._sep import detect
 from gpualign.match._quad_match import cross_match
 from gpualign.match._neighbours import NeighbourIndex
-from gpualign.pipeline._api import solve
+from gpualign.pipeline import solve
 from gpualign._simulate import make_mapping, simulate_pair
 
 # The dense code path, run with NumPy as its array module (the strict CuPy stand-in

@@ -14,11 +14,11 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-import gpualign.io._tiled as fitsout
-from gpualign.cli._align import result_hdus
+import gpualign.pipeline._runner as fitsout
+from gpualign.io import result_hdus
 from gpualign.io._tiled import TiledFitsWriter, warp_to_fits
-from gpualign.io._read import write_fits_atomic
-from gpualign.pipeline._api import AlignResult
+from gpualign.io import write_fits_atomic
+from gpualign.products import AlignResult
 from gpualign.warp._resample import warp
 from gpualign.cli import app
 
@@ -202,7 +202,7 @@ def test_strip_process_count(monkeypatch):
 
 
 def test_cli_strip_detection(pair, tmp_path, monkeypatch, accuracy):
-    import gpualign.cli._align as cli_align
+    import gpualign.pipeline._runner as cli_align
 
     fits.writeto(tmp_path / "t.fits", pair.template)
     fits.writeto(tmp_path / "s.fits", pair.source)

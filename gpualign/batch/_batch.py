@@ -1,12 +1,14 @@
 """Many sources against one template: one status per frame, a summary at the end.
 
 The template is read and detected once; what the frames need of it (catalogue,
-header, output shape, options) travels in a small :class:`BatchContext`, never its
-pixels. Each frame is one call of :func:`process_frame`, which never raises for a
-frame-level failure: it returns a :class:`FrameResult` whose ``status`` is ``"ok"``,
+header, output shape, settings) travels in a small
+:class:`~gpualign.batch._types.BatchContext`, never its pixels. Each frame is one
+call of :func:`~gpualign.batch._worker.process_frame` (the frame runner of
+:mod:`gpualign.pipeline`), which never raises for a frame-level failure: it returns
+a :class:`~gpualign.batch._types.FrameResult` whose ``status`` is ``"ok"``,
 ``"skipped"`` or ``"failed"``. Frames run in this process, in a pool of local
-worker processes (the default on a multi-core CPU), or on a Dask cluster
-(:mod:`gpualign._dask`).
+worker processes (the default on a multi-core CPU, :mod:`gpualign.batch._local`),
+or on a Dask cluster (:mod:`gpualign.batch._dask`).
 
 Outputs are written atomically (temporary file + rename), named
 ``OUTDIR/<source stem>_aligned.fits``, and stamped with the template's fingerprint
@@ -17,168 +19,39 @@ interrupted batch by skipping outputs made against the same template.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
-import os
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpualign import _progress
-from gpualign.detect._catalog import Catalog
 from gpualign._errors import InputError
+from gpualign._settings import split_settings
+from gpualign._system import usable_cores
+from gpualign.batch._dask import open_client, run_on_dask
+from gpualign.batch._local import FrameFn, auto_processes, run_pool, start_pool
+from gpualign.batch._types import (
+    BatchContext,
+    FrameResult,
+    FrameTask,
+    make_tasks,
+    template_fingerprint,
+)
+from gpualign.batch._worker import process_frame
+from gpualign.detect import Catalog, DetectSettings
+from gpualign.fit import FitSettings
+from gpualign.match import MatchSettings
+from gpualign.pipeline import detect_template, prepare_template
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["BatchContext", "FrameResult", "FrameTask", "align_batch", "make_tasks",
-           "output_name", "run_cli_batch", "summary_table", "template_fingerprint"]
+__all__ = ["align_batch", "run_batch", "run_frames"]
 
-
-@dataclass
-class FrameResult:
-    """Outcome of one frame of a batch.
-
-    Attributes
-    ----------
-    index : int
-        Position of the frame in the batch.
-    source : str
-        Source path (or ``"<array N>"``).
-    output : Path or None
-        Output file (None when results are kept in memory).
-    status : {"ok", "skipped", "failed"}
-        ``"skipped"``: the output existed (``skip_existing``).
-    message : str
-        One line: what was done, or why it failed.
-    error : str or None
-        Exception class name of a failure.
-    n_match, rms, degree :
-        Matched stars, fit RMS (template px) and distortion degree.
-    seconds : float
-        Time spent on the frame by its worker.
-    worker : str
-        ``host:pid`` of the process that ran it.
-    written : bool
-        Whether this attempt wrote the output.
-    solution : Solution or None
-        The fit (in memory only).
-    result : AlignResult or None
-        The aligned image, when no output directory is given.
-    """
-
-    index: int
-    source: str
-    output: Path | None
-    status: str = "failed"
-    message: str = ""
-    error: str | None = None
-    n_match: int = 0
-    rms: float = float("nan")
-    degree: int = 0
-    seconds: float = 0.0
-    worker: str = ""
-    written: bool = False
-    solution: Any = field(default=None, repr=False)
-    result: Any = field(default=None, repr=False)
-    logs: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """True unless the frame failed (a skipped frame is fine)."""
-        return self.status != "failed"
-
-
-@dataclass
-class FrameTask:
-    """One frame to align: its source (path or array) and output path."""
-
-    index: int
-    source: Any
-    output: str | None
-    name: str
-
-
-@dataclass
-class BatchContext:
-    """Everything a frame needs of the batch: small, sent once to each worker."""
-
-    template: Catalog
-    header: Any
-    shape: tuple[int, int]
-    template_key: str
-    batch_id: str
-    options: dict[str, Any]
-    source_ext: int | str | None = None
-    interp_order: int = 3
-    cval: float = float("nan")
-    backend: str = "auto"
-    threads: int | None = None
-    overwrite: bool = False
-    skip_existing: bool = False
-    dtype: str = "float32"
-    log_level: int = logging.WARNING
-
-
-def output_name(source: Path | str, outdir: Path) -> Path:
-    """Predictable output name: ``OUTDIR/<source stem>_aligned.fits``."""
-    name = Path(source).name
-    for ext in (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return outdir / f"{name}_aligned.fits"
-
-
-def template_fingerprint(cat: Catalog, shape: tuple[int, int]) -> str:
-    """Short hash of the template catalogue and grid (stamped as ``GA_TMPL``)."""
-    h = hashlib.sha256(repr(tuple(int(v) for v in shape)).encode())
-    for a in (cat.x, cat.y, cat.flux):
-        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
-
-
-def summary_table(results: Sequence[FrameResult]) -> str:
-    """The end-of-batch table: one line per frame, then the counts."""
-    lines = [f"{'frame':32s} {'status':7s} {'matches':>7s} {'rms px':>7s} {'sec':>6s}  detail"]
-    for r in results:
-        rms = f"{r.rms:7.3f}" if np.isfinite(r.rms) and r.n_match else f"{'-':>7s}"
-        name = Path(r.source).name  # names are unique in a batch (make_tasks)
-        name = name if len(name) <= 32 else name[:31] + "~"
-        lines.append(f"{name:32s} {r.status.upper() if not r.ok else r.status:7s} "
-                     f"{r.n_match:7d} {rms} {r.seconds:6.1f}  {r.message}")
-    n = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    lines.append(f"{n['ok']} aligned, {n['skipped']} skipped, {n['failed']} failed")
-    return "\n".join(lines)
-
-
-def make_tasks(sources: Sequence[Any], outdir: Path | None) -> list[FrameTask]:
-    """One task per source, with its predictable output name (unique, or InputError).
-
-    Paths are made absolute, so that workers with another working directory (a Dask
-    cluster on a shared file system) find them.
-    """
-    tasks = []
-    for i, src in enumerate(sources):
-        if isinstance(src, (str, os.PathLike)):
-            path = Path(src).absolute()
-            out = output_name(path, outdir) if outdir is not None else None
-            tasks.append(FrameTask(i, str(path), str(out) if out else None, str(src)))
-        else:  # an in-memory image
-            out = outdir / f"frame{i:04d}_aligned.fits" if outdir is not None else None
-            tasks.append(FrameTask(i, src, str(out) if out else None, f"<array {i}>"))
-    seen: dict[str, str] = {}
-    for t in tasks:
-        if t.output is not None and t.output in seen:
-            raise InputError(f"{seen[t.output]} and {t.name} would both be written to "
-                             f"{t.output}", hint="give sources distinct file names")
-        if t.output is not None:
-            seen[t.output] = t.name
-    return tasks
+#: Keyword options of :func:`align_batch` that are detection, matching and fitting settings.
+SETTING_NAMES = DetectSettings.names() + MatchSettings.names() + FitSettings.names()
 
 
 def _outdir(outdir: str | Path | None) -> Path | None:
@@ -195,32 +68,22 @@ def _execute(tasks: list[FrameTask], ctx: BatchContext, *, processes: int | None
              scheduler: Any, workers: int | None, show: bool | None,
              timeout: float | None, frame_fn: Any = None) -> list[FrameResult]:
     """Pick the engine (Dask, local processes, this process) and run the frames."""
-    from gpualign.batch._local import _cores, auto_processes, process_frame, run_frames, start_pool
-
     fn = frame_fn or process_frame
     if scheduler is not None or workers is not None:
-        from gpualign.batch._dask import open_client
-
         with open_client(scheduler, workers, backend=ctx.backend) as (client, n_local):
             if ctx.threads is None and n_local:
-                ctx.threads = max(1, _cores() // n_local)
+                ctx.threads = max(1, usable_cores() // n_local)
             with _progress.BatchProgress(len(tasks), enabled=show) as bar:
                 return run_frames(tasks, ctx, client=client, frame_fn=fn, timeout=timeout,
                                   on_result=lambda r: bar.update(r.ok, r.source))
     n = auto_processes(len(tasks), ctx.shape, ctx.backend) if processes is None else processes
     n = max(1, min(n, len(tasks)))
     if n > 1 and ctx.threads is None:
-        ctx.threads = max(1, _cores() // n)
+        ctx.threads = max(1, usable_cores() // n)
     pool = start_pool(n, ctx, fn) if n > 1 else None  # before the bar's thread: see start_pool
     with _progress.BatchProgress(len(tasks), enabled=show) as bar:
         return run_frames(tasks, ctx, pool=pool, frame_fn=fn,
                           on_result=lambda r: bar.update(r.ok, r.source))
-
-
-def _solve_options() -> set[str]:
-    from gpualign.pipeline._api import solve
-
-    return set(inspect.signature(solve).parameters) - {"src_cat", "tmpl_cat", "timings"}
 
 
 def align_batch(
@@ -306,42 +169,32 @@ def align_batch(
     >>> [r.status for r in results]  # doctest: +SKIP
     ['ok', 'failed']
     """
-    from gpualign.detect._catalog import as_catalog
-    from gpualign.detect._sep import detect
-    from gpualign.io._read import load_image
-
-    unknown = set(find_kwargs) - _solve_options() - {"sep_thresh", "flux_col"}
+    unknown = set(find_kwargs) - set(SETTING_NAMES)
     if unknown:
         raise TypeError(f"align_batch() got unexpected options: {', '.join(sorted(unknown))}")
     if overwrite and skip_existing:
         raise InputError("overwrite and skip_existing exclude each other")
-    header = data = mask = None
-    if template is not None:
-        data, header, mask = load_image(template, template_ext, name="template")
-    shape = tuple(int(v) for v in (output_shape or (data.shape if data is not None else ())))
-    if len(shape) != 2:
-        raise InputError("the template is a catalogue only, so the output grid is unknown",
-                         hint="give output_shape")
-    if template_det is not None:
-        cat = as_catalog(template_det, flux_col=find_kwargs.get("flux_col"))
-    elif data is not None:
-        cat = detect(data, sep_thresh=find_kwargs.get("sep_thresh", 5.0), mask=mask)
-    else:
-        raise InputError("no template given", hint="pass a template image or template_det")
-    del data, mask
-    return _run_batch(sources, cat, header, shape, _outdir(outdir), options=find_kwargs,
-                      source_ext=source_ext, interp_order=interp_order, cval=cval,
-                      backend=backend, threads=threads, overwrite=overwrite,
-                      skip_existing=skip_existing, dtype=np.dtype(dtype).name,
-                      processes=processes, scheduler=scheduler, workers=workers,
-                      show=bool(progress), timeout=timeout)
+    (det, mat, fit), _ = split_settings(find_kwargs, DetectSettings, MatchSettings, FitSettings)
+    side = prepare_template(template, template_det=template_det, ext=template_ext,
+                            output_shape=output_shape, flux_col=det.flux_col)
+    cat = detect_template(side, det.sep_thresh)
+    return run_batch(sources, cat, side.header, side.shape, _outdir(outdir),
+                     detect=det, match=mat, fit=fit, source_ext=source_ext,
+                     interp_order=interp_order, cval=cval, backend=backend, threads=threads,
+                     overwrite=overwrite, skip_existing=skip_existing,
+                     dtype=np.dtype(dtype).name, processes=processes, scheduler=scheduler,
+                     workers=workers, show=bool(progress), timeout=timeout)
 
 
-def _run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[int, int],
-               outdir: Path | None, *, processes: int | None = None, scheduler: Any = None,
-               workers: int | None = None, show: bool | None = None,
-               timeout: float | None = None, frame_fn: Any = None,
-               **ctx_kw: Any) -> list[FrameResult]:
+def run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[int, int],
+              outdir: Path | None, *, processes: int | None = None, scheduler: Any = None,
+              workers: int | None = None, show: bool | None = None,
+              timeout: float | None = None, frame_fn: Any = None,
+              **ctx_kw: Any) -> list[FrameResult]:
+    """Run the frames of a batch against a detected template (see :func:`align_batch`).
+
+    ``ctx_kw`` are the fields of :class:`BatchContext` after the template's.
+    """
     if cat.shape is None:
         cat = Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, shape)
     tasks = make_tasks(sources, outdir)
@@ -351,31 +204,57 @@ def _run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[i
                     show=show, timeout=timeout, frame_fn=frame_fn)
 
 
-def run_cli_batch(sources: Sequence[Path], outdir: Path, template_cat: Catalog, header: Any,
-                  shape: tuple[int, int], *, options: dict[str, Any],
-                  source_ext: str | None, interp_order: int, cval: float, backend: Any,
-                  threads: int | None, overwrite: bool, skip_existing: bool = False,
-                  scheduler: str | None = None, workers: int | None = None,
-                  quiet: bool = False) -> list[FrameResult]:
-    """``gpualign align SRC... -t T -o OUTDIR``: run, print the summary, exit 1 on failures.
+def run_frames(tasks: Sequence[FrameTask], ctx: BatchContext, *, processes: int = 1,
+               pool: Any = None, client: Any = None, frame_fn: FrameFn = process_frame,
+               on_result: Callable[[FrameResult], None] | None = None,
+               timeout: float | None = None) -> list[FrameResult]:
+    """Run every frame; one result per task, in task order.
 
-    Raises
-    ------
-    typer.Exit
-        With code 1 when any frame failed (after the summary).
+    Parameters
+    ----------
+    tasks : sequence of FrameTask
+    ctx : BatchContext
+    processes : int
+        Local worker processes (1: in this process).
+    pool : concurrent.futures.ProcessPoolExecutor, optional
+        Already started (:func:`start_pool`); shut down here.
+    client : distributed.Client, optional
+        Run on this Dask cluster instead (see :mod:`gpualign._dask`).
+    frame_fn : callable
+        ``frame_fn(task, ctx) -> FrameResult`` (default :func:`process_frame`).
+    on_result : callable, optional
+        Called in this process with each result as it arrives.
+    timeout : float, optional
+        Seconds to wait for the whole batch on a Dask cluster.
+
+    Returns
+    -------
+    list of FrameResult
     """
-    import typer
+    done: dict[int, FrameResult] = {}
 
-    if overwrite and skip_existing:
-        raise InputError("--overwrite and --skip-existing exclude each other")
-    results = _run_batch(
-        sources, template_cat, header, tuple(shape), _outdir(outdir), options=dict(options),
-        source_ext=source_ext, interp_order=interp_order, cval=cval,
-        backend=getattr(backend, "name", backend), threads=threads, overwrite=overwrite,
-        skip_existing=skip_existing, scheduler=scheduler, workers=workers,
-        show=False if quiet else None)
-    if not quiet:
-        typer.echo(summary_table(results))
-    if any(not r.ok for r in results):
-        raise typer.Exit(1)
-    return results
+    def emit(r: FrameResult) -> None:
+        for d in r.logs:  # records of a worker process, replayed here
+            rec = logging.makeLogRecord(d)
+            if log.isEnabledFor(rec.levelno):
+                log.handle(rec)
+        r.logs = []
+        if r.status == "failed":
+            log.warning("%s failed: %s", r.source, r.message)
+        done[r.index] = r
+        if on_result is not None:
+            on_result(r)
+
+    tasks = list(tasks)
+    if client is not None:
+        run_on_dask(client, tasks, ctx, frame_fn, emit, timeout=timeout)
+    elif pool is not None or (processes > 1 and len(tasks) > 1):
+        pool = pool or start_pool(min(processes, len(tasks)), ctx, frame_fn)
+        run_pool(tasks, ctx, frame_fn, pool, emit)
+    else:
+        with _progress.suppressed():
+            for t in tasks:
+                emit(frame_fn(t, ctx))
+    return [done[t.index] for t in tasks]
+
+

@@ -5,7 +5,7 @@ cluster; ``--workers N`` starts a local one (dask-cuda's one-worker-per-GPU
 ``LocalCUDACluster`` when the backend is CuPy and dask-cuda is installed; a
 ``distributed.LocalCluster`` of N single-threaded processes on loopback otherwise).
 
-What travels: the :class:`~gpualign._batch.BatchContext` (template catalogue,
+What travels: the :class:`~gpualign.batch._types.BatchContext` (template catalogue,
 header, options: kilobytes, never the template pixels) once, as a task of its own
 that every frame depends on, so a worker that joins or restarts fetches it from a
 peer or recomputes it, never losing it; and one small task per frame, naming its
@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from gpualign.batch._batch import BatchContext, FrameResult, FrameTask
 from gpualign._errors import InputError
+from gpualign.batch._types import BatchContext, FrameResult, FrameTask, failed_result
+from gpualign.batch._worker import worker_setup
 
 log = logging.getLogger("gpualign")
 
@@ -142,9 +143,7 @@ def _hold(ctx: BatchContext) -> BatchContext:
 
 def _run_frame(frame_fn: Callable[[FrameTask, BatchContext], FrameResult], task: FrameTask,
                ctx: BatchContext) -> FrameResult:
-    from gpualign.batch._local import _worker_setup
-
-    _worker_setup(ctx.log_level)
+    worker_setup(ctx.log_level)
     return frame_fn(task, ctx)
 
 
@@ -171,7 +170,6 @@ def run_on_dask(client: Any, tasks: Sequence[FrameTask], ctx: BatchContext,
         results, not exceptions; a lost worker is handled by the scheduler).
     """
     distributed = _distributed()
-    from gpualign.batch._local import failed_result
 
     ctx_future = client.submit(_hold, ctx, key=f"gpualign-template-{ctx.batch_id}",
                                pure=False)

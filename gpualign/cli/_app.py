@@ -1,6 +1,7 @@
 """Command line: ``gpualign align | apply | demo | info``.
 
-Parses options, calls the API, writes files; no algorithm code lives here. Every
+Parses options into settings, calls the pipeline or the batch, prints; no algorithm
+code lives here, and ``typer.Exit`` and ``echo`` live only in this subpackage. Every
 failure the user can fix is one line on stderr and a non-zero exit code
 (1: registration failed, 2: bad input or unusable backend); a traceback only with -vv.
 """
@@ -14,8 +15,11 @@ from typing import Annotated
 
 import typer
 
-from gpualign import __version__
 from gpualign._errors import BackendUnavailable, GpuAlignError, InputError
+from gpualign._version import __version__
+from gpualign.detect import DetectSettings
+from gpualign.fit import FitSettings
+from gpualign.match import MatchSettings
 
 app = typer.Typer(
     add_completion=False,
@@ -127,11 +131,16 @@ def align(
         int | None,
         typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
     ] = None,
-    no_mirror: Annotated[bool, typer.Option(help="Do not try a mirror-image source.")] = False,
+    no_mirror: Annotated[
+        bool, typer.Option("--no-mirror", help="Do not try a mirror-image source.")
+    ] = False,
     transform: Annotated[
         str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
                           "the stars need more).")
     ] = "auto",
+    distortion: Annotated[
+        str, typer.Option(help="Distortion model: poly, tps or auto (by held-out error).")
+    ] = "poly",
     interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
     cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
@@ -176,23 +185,24 @@ def align(
     _setup_logging(verbose)
     from gpualign.cli._align import run_align
 
-    options = dict(
-        flux_col=flux_col, sep_thresh=sep_thresh, min_fwhm=min_fwhm,
-        bad_flag_bits=bad_flag_bits, min_sep=min_sep,
-        n_det=(int(n_det) if n_det is not None and n_det >= 1 else n_det),
-        n_quad_det=n_quad_det, min_quad_sep=min_quad_sep,
-        max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
-        patience_quad_cand=patience_quad_cand, quad_edge_buffer=quad_edge_buffer,
-        sub_tile=sub_tile, max_match_dist=max_match_dist, min_n_match=min_n_match,
-        spline_order=0 if simple else spline_order, allow_mirror=not no_mirror,
-        transform=transform,
-    )
     try:
+        settings = (
+            DetectSettings(sep_thresh=sep_thresh, min_fwhm=min_fwhm, bad_flag_bits=bad_flag_bits,
+                           min_sep=min_sep, n_det=n_det, flux_col=flux_col),
+            MatchSettings(n_quad_det=n_quad_det, min_quad_sep=min_quad_sep,
+                          max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
+                          patience_quad_cand=patience_quad_cand,
+                          quad_edge_buffer=quad_edge_buffer, sub_tile=sub_tile,
+                          max_match_dist=max_match_dist, min_n_match=min_n_match,
+                          allow_mirror=not no_mirror),
+            FitSettings(spline_order=0 if simple else spline_order, transform=transform,
+                        distortion=distortion),
+        )
         run_align(
-            sources, template, output, source_cat=source_cat, template_cat=template_cat,
-            source_ext=source_ext, template_ext=template_ext, output_shape=output_shape,
-            interp_order=interp_order, cval=cval, backend=backend, threads=threads,
-            overwrite=overwrite, options=options, skip_existing=skip_existing,
+            sources, template, output, settings=settings, source_cat=source_cat,
+            template_cat=template_cat, source_ext=source_ext, template_ext=template_ext,
+            output_shape=output_shape, interp_order=interp_order, cval=cval, backend=backend,
+            threads=threads, overwrite=overwrite, skip_existing=skip_existing,
             scheduler=scheduler, workers=workers, quiet=quiet,
             extras=dict(source_mask=source_mask, mask_ext=mask_ext,
                         source_weight=source_weight, weight_ext=weight_ext,

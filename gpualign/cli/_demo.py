@@ -10,10 +10,10 @@ import numpy as np
 import typer
 from astropy.io import fits
 
-from gpualign.detect._sep import detect
-from gpualign.io._read import write_fits_atomic
-from gpualign.pipeline._api import align
 from gpualign._simulate import error_stats, make_mapping, position_errors, warp_real_image
+from gpualign.detect import detect
+from gpualign.io import write_fits_atomic
+from gpualign.pipeline import align
 
 DEMO_IMAGE = "jwst_a2744_f200w_2022-06.fits"
 

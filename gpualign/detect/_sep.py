@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import numpy as np
 import sep
 from scipy.spatial import cKDTree
 
-from gpualign.detect._catalog import Catalog, _sigma_from_snr
 from gpualign._errors import TooFewStars
+from gpualign._system import fork_workers, forked_pool, usable_cores
+from gpualign.detect._catalog import Catalog, _sigma_from_snr
 
-__all__ = ["detect", "filter_catalog"]
-
-
-def _native_float32(image: np.ndarray) -> np.ndarray:
-    """Return a C-contiguous native-endian float32 copy-or-view of ``image``."""
-    return np.ascontiguousarray(image, dtype=np.float32)
+__all__ = ["detect", "detect_many", "filter_catalog"]
 
 
 def _extract(data: np.ndarray, thresh: float, rms: float, mask: np.ndarray | None,
@@ -190,45 +182,6 @@ PARALLEL_MIN_PIXELS = 2_000_000
 def _detect_forked(index: int, sep_thresh: float) -> Catalog:
     image, mask = _FORKED_IMAGES[index]
     return detect(image, sep_thresh=sep_thresh, mask=mask)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-
-
-def fork_workers(wanted: int, n_jobs: int) -> int:
-    """Forked worker processes for ``n_jobs`` jobs (0: do not fork).
-
-    ``min(wanted, n_jobs)``, or 0 where forking is unavailable or unsafe: forking is
-    safe only while this process runs no other Python thread (no lock can be held by a
-    thread that does not exist in the child); the children only run sep and NumPy
-    element-wise code.
-    """
-    import multiprocessing as mp
-    import threading
-
-    if (wanted < 1 or n_jobs < 1 or threading.active_count() > 1
-            or "fork" not in mp.get_all_start_methods()):
-        return 0
-    return min(int(wanted), int(n_jobs))
-
-
-@contextmanager
-def forked_pool(workers: int) -> Iterator[Any]:
-    """A ProcessPoolExecutor of ``workers`` forked processes (see :func:`fork_workers`)."""
-    import multiprocessing as mp
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-
-    with warnings.catch_warnings():
-        # Python >= 3.12 warns about fork() in a process with native threads (BLAS
-        # pools); the children use none of them. The workers start on first submit.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            yield ex
 
 
 def detect_many(

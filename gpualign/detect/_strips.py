@@ -1,6 +1,6 @@
 """Detection of images too big to copy whole: sep on overlapping row strips.
 
-:func:`gpualign._detect.detect` works on a private float32 copy of the image (sep
+:func:`gpualign.detect.detect` works on a private float32 copy of the image (sep
 subtracts the background in place); for a 30000^2 source that copy alone is 3.6 GB
 next to the image itself. Here the image is detected in strips of ``strip`` rows,
 each with ``overlap`` rows of context on both sides (the background mesh and the
@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpualign.detect._catalog import Catalog
-from gpualign.detect._sep import detect, fork_workers, forked_pool, usable_cores
 from gpualign._errors import TooFewStars
+from gpualign._system import fork_workers, forked_pool, usable_cores
+from gpualign.detect._catalog import Catalog
+from gpualign.detect._sep import detect
 
 __all__ = ["detect_strips", "STRIP_DETECT_PIXELS"]
 
-#: Images of more than this many pixels are detected in strips by the CLI.
+#: Images of more than this many pixels are detected in strips.
 STRIP_DETECT_PIXELS = 1 << 28
 #: Pixels of one strip's core (1024 rows of a 16384-pixel-wide mosaic); with the
 #: overlap, each worker's private copy is about this many float32 pixels.
@@ -59,7 +60,7 @@ def _forked_strip(job: tuple[int, int, int, float]) -> Catalog | None:
 def _processes(requested: int | None, n_jobs: int) -> int:
     """Worker processes for the strips (1: this process alone).
 
-    One where forking is unsafe or pointless (:func:`gpualign._detect.fork_workers`).
+    One where forking is unsafe or pointless (:func:`gpualign._system.fork_workers`).
     """
     n = usable_cores() if requested is None else int(requested)
     if n < 2 or n_jobs < 2:

@@ -1,9 +1,8 @@
-"""Reading images and writing results: FITS in, native float32 + header out, atomic writes."""
+"""Reading images, masks, weights and headers: FITS or arrays in, native float32 out."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,34 @@ from astropy.io import fits
 
 from gpualign._errors import InputError
 
-__all__ = ["load_image", "write_fits_atomic", "ImageInput"]
+__all__ = ["load_image", "load_mask", "load_weight", "pick_hdu", "read_header", "image_shape",
+           "ImageInput"]
 
 ImageInput = Any  # ndarray, masked array, NDData, str/Path of a FITS file
 
 
-def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
+def pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str, what: str = "image") -> Any:
+    """The image HDU of ``hdul`` to read: extension ``ext``, or the first 2-D image.
+
+    The one place gpualign chooses an HDU: images, masks, weights and template
+    headers all come through here. The choice reads headers only, never pixels.
+
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList
+        The open file.
+    ext : int or str, optional
+        Extension number or name (``"1"`` is the number 1).
+    path : str
+        File name, for messages.
+    what : str
+        What the file is (``"image"``, ``"mask"``...), for messages.
+
+    Returns
+    -------
+    HDU
+        Raises InputError when there is no such extension or no 2-D image.
+    """
     if ext is not None:
         try:
             key: int | str = int(ext) if str(ext).lstrip("-").isdigit() else str(ext)
@@ -25,15 +46,90 @@ def _pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str) -> Any:
         except (KeyError, IndexError):
             names = ", ".join(f"{i}:{h.name}" for i, h in enumerate(hdul))
             raise InputError(f"{path} has no extension {ext!r} (it has {names})") from None
-        if hdu.data is None or getattr(hdu.data, "ndim", 0) != 2:
+        if not _is_2d_image(hdu):
             raise InputError(f"extension {ext!r} of {path} is not a 2-D image")
         return hdu
     for hdu in hdul:
-        if hdu.is_image and hdu.data is not None and hdu.data.ndim == 2:
+        if _is_2d_image(hdu):
             return hdu
-    raise InputError(
-        f"{path} has no 2-D image HDU", hint="name one with --source-ext/--template-ext"
-    )
+    raise InputError(f"{path} has no 2-D image HDU",
+                     hint="name one with --source-ext/--template-ext")
+
+
+def _is_2d_image(hdu: Any) -> bool:
+    return bool(hdu.is_image and hdu.header.get("NAXIS", 0) == 2
+                and all(int(hdu.header.get(f"NAXIS{i}", 0)) > 0 for i in (1, 2)))
+
+
+def read_header(path: str | os.PathLike, ext: int | str | None = None,
+                what: str = "image") -> fits.Header:
+    """The header of the image HDU :func:`pick_hdu` chooses (no pixels read)."""
+    if not Path(path).is_file():
+        raise InputError(f"{what} file not found: {path}")
+    try:
+        with fits.open(path) as hdul:
+            return pick_hdu(hdul, ext, str(path), what).header.copy()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read the {what} header from {path} ({exc})"
+                         .splitlines()[0]) from None
+
+
+def image_shape(path: str | os.PathLike, ext: int | str | None = None,
+                what: str = "image") -> tuple[int, int]:
+    """``(ny, nx)`` of the image HDU :func:`pick_hdu` chooses (from its header)."""
+    hdr = read_header(path, ext, what)
+    return int(hdr["NAXIS2"]), int(hdr["NAXIS1"])
+
+
+def _first_image(path: str, ext: int | str | None, what: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise InputError(f"{what} file not found: {path}")
+    try:
+        with fits.open(path) as hdul:
+            return np.array(pick_hdu(hdul, ext, path, what).data)
+    except InputError:
+        raise
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"cannot read a 2-D image from {what} file {path} "
+                         f"({exc})".splitlines()[0]) from None
+
+
+def load_mask(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
+    """A bad-pixel mask or bitmask (array or FITS path), bits intact, checked against shape."""
+    if isinstance(obj, (str, os.PathLike)):
+        m = _first_image(str(obj), ext, "mask")
+    else:
+        m = np.asarray(obj)
+    if m.dtype.kind == "f":
+        if not np.all(np.isfinite(m)) or np.any(m != np.round(m)) or np.any(m < 0):
+            raise InputError("the mask must hold integers or booleans")
+        m = m.astype(np.int64)
+    if m.dtype.kind not in "biu":
+        raise InputError(f"the mask has unsupported dtype {m.dtype}")
+    if m.dtype.byteorder not in ("=", "|"):
+        m = m.astype(m.dtype.newbyteorder("="))
+    if m.shape != tuple(shape):
+        raise InputError(f"the mask's shape {m.shape} differs from the image's {tuple(shape)}")
+    return m
+
+
+def load_weight(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
+    """A weight/variance map (array, NDData uncertainty array or FITS path) as float64."""
+    if isinstance(obj, (str, os.PathLike)):
+        w = _first_image(str(obj), ext, "weight")
+    elif hasattr(obj, "array") and not isinstance(obj, np.ndarray):
+        w = np.asarray(obj.array)
+    else:
+        w = np.asarray(obj)
+    if w.dtype.kind not in "fiub":
+        raise InputError(f"the weight map has unsupported dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != tuple(shape):
+        raise InputError(f"the weight map's shape {w.shape} differs from the image's "
+                         f"{tuple(shape)}")
+    return w
 
 
 #: Unscaled float images up to this size are read straight into native memory (in
@@ -79,7 +175,7 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
     for memmap in (True, False):
         try:
             with fits.open(path, memmap=memmap, lazy_load_hdus=True) as hdul:
-                hdu = _pick_hdu(hdul, ext, path)
+                hdu = pick_hdu(hdul, ext, path)
                 header = hdu.header.copy()
                 fast = _read_float_pixels(path, hdu)
                 if fast is not None:
@@ -165,53 +261,3 @@ def load_image(
         # (A FITS file's pixels were already converted into a fresh array above.)
         data = np.array(data, dtype=out_dtype.newbyteorder("="), copy=True)
     return data, header, mask
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_fits_atomic(
-    path: str | Path, hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU],
-    *, overwrite: bool = False,
-) -> None:
-    """Write an HDU list so that ``path`` is either the complete new file or untouched.
-
-    The file is written to a temporary name in the same directory and renamed over
-    ``path`` only once complete.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination.
-    hdus : list of HDU
-        The first must be a PrimaryHDU.
-    overwrite : bool
-        Replace an existing file (otherwise raise InputError).
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"output {path} exists", hint="use --overwrite to replace it")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"output directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

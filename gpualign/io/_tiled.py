@@ -17,7 +17,6 @@ source image and its spline coefficients plus a few tiles, whatever the output s
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,16 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
+from gpualign._system import publish, temporary_beside
+from gpualign.io._write import WEIGHT_HDU_NAMES
+from gpualign.products import TileExtras
+from gpualign.warp import warp
 
 __all__ = ["TiledFitsWriter", "warp_to_fits", "STREAM_MIN_PIXELS"]
 
 BLOCK = 2880
 
-#: Outputs of at least this many pixels are written tile by tile by the CLI.
+#: Outputs written to a file with at least this many pixels are streamed tile by tile.
 STREAM_MIN_PIXELS = 4096 * 4096
 
 _BITPIX = {np.dtype(np.float32): -32, np.dtype(np.float64): -64, np.dtype(np.uint8): 8}
@@ -54,7 +57,7 @@ def _image_header(base: fits.Header | None, shape: tuple[int, int], dtype: np.dt
 
 
 class TiledFitsWriter:
-    """An output FITS file (data, FOOTPRINT, optional MASK) filled row block by row block.
+    """An output FITS file (data, FOOTPRINT, optional MASK and weight) filled by row blocks.
 
     Parameters
     ----------
@@ -68,27 +71,29 @@ class TiledFitsWriter:
         Data type of the primary image (float32 or float64).
     mask : bool
         Whether a ``MASK`` extension (uint8) follows the footprint.
+    weight : str, optional
+        Extension name of a float32 weight plane after those (``VARIANCE``...).
     overwrite : bool
         Replace an existing ``path`` on commit (otherwise InputError now).
     """
 
     def __init__(self, path: str | Path, header: fits.Header | None,
                  shape: tuple[int, int], dtype: Any = np.float32, *, mask: bool = False,
-                 overwrite: bool = False) -> None:
+                 weight: str | None = None, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.overwrite = overwrite
         if self.path.exists() and not overwrite:
             raise InputError(f"output {self.path} exists", hint="use --overwrite to replace it")
-        directory = self.path.parent if str(self.path.parent) else Path(".")
-        if not directory.is_dir():
-            raise InputError(f"output directory does not exist: {directory}")
         dtype = np.dtype(dtype)
         if dtype not in _BITPIX:
             raise ValueError(f"cannot stream {dtype} pixels")
         planes = [(None, dtype, header), ("FOOTPRINT", np.dtype(np.uint8), None)]
         if mask:
             planes.append(("MASK", np.dtype(np.uint8), None))
+        if weight is not None:
+            planes.append((weight, np.dtype(np.float32), None))
+        self.weight_section = weight
         self.sections: dict[str, tuple[int, np.dtype]] = {}
         blobs: list[tuple[int, bytes]] = []
         offset = 0
@@ -100,8 +105,7 @@ class TiledFitsWriter:
             self.sections[name or "DATA"] = (offset, dt.newbyteorder(">"))
             offset += _padded(ny * nx * dt.itemsize)
         self.size = offset
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                        dir=directory)
+        fd, self.tmp = temporary_beside(self.path)
         self.fd: int | None = fd
         try:
             os.ftruncate(fd, self.size)  # sparse: the padding reads as zeros
@@ -127,26 +131,25 @@ class TiledFitsWriter:
             view, pos = view[n:], pos + n
 
     def tile(self, y0: int, y1: int, data: np.ndarray, footprint: np.ndarray,
-             mask: np.ndarray | None) -> None:
-        """A :func:`gpualign._warp.warp` ``sink``: one finished tile of every section."""
+             mask: np.ndarray | None, weight: np.ndarray | None = None) -> None:
+        """One finished tile of every section (rows ``y0:y1``)."""
         self.write_rows("DATA", y0, data)
         self.write_rows("FOOTPRINT", y0, footprint)
         if mask is not None and "MASK" in self.sections:
             self.write_rows("MASK", y0, mask)
+        if weight is not None and self.weight_section is not None:
+            self.write_rows(self.weight_section, y0, weight)
 
     def commit(self) -> None:
         """Make the file complete on disk and rename it onto the output path."""
-        from gpualign.io._read import _umask
-
         try:
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = None
-            os.chmod(self.tmp, 0o666 & ~_umask())
             if self.path.exists() and not self.overwrite:
                 raise InputError(f"output {self.path} exists",
                                  hint="use --overwrite to replace it")
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -173,17 +176,19 @@ def warp_to_fits(image: np.ndarray, transform: Any, shape: tuple[int, int], path
                  cval: float = float("nan"), mask: np.ndarray | None = None,
                  threads: int | None = None, dtype: Any = np.float32,
                  tile_rows: int | None = None, overwrite: bool = False,
-                 overwrite_input: bool = False) -> None:
+                 overwrite_input: bool = False, extras: TileExtras | None = None) -> None:
     """Warp ``image`` onto ``shape`` straight into the FITS file ``path``, tile by tile.
 
-    The file holds what :func:`gpualign._cli_align.result_hdus` would write for the
-    in-memory warp (primary data with ``header``, ``FOOTPRINT``, ``MASK`` as uint8
-    when a boolean or uint8 ``mask`` is given), pixel for pixel.
+    The file holds what :func:`gpualign.io.result_hdus` would write for the in-memory
+    warp (primary data with ``header``, ``FOOTPRINT``, ``MASK`` as uint8 when a
+    boolean or uint8 ``mask`` is given, the weight map when ``extras`` resample one),
+    and each tile gets the extras (flux, weights) before it is written, so no plane
+    is ever held whole.
 
     Parameters
     ----------
     image, transform, shape, backend, order, cval, mask, threads, dtype, tile_rows
-        As for :func:`gpualign._warp.warp`.
+        As for :func:`gpualign.warp.warp`.
     path : str or Path
         Output file, written atomically.
     header : astropy.io.fits.Header or None
@@ -192,13 +197,22 @@ def warp_to_fits(image: np.ndarray, transform: Any, shape: tuple[int, int], path
         Replace an existing file.
     overwrite_input : bool
         Let the prefilter work in ``image``'s memory (see ``warp``).
+    extras : TileExtras, optional
+        Flux conservation and weight resampling, applied per tile.
     """
-    from gpualign.warp._resample import warp
-
     if mask is not None and np.asarray(mask).dtype not in (np.dtype(bool), np.dtype(np.uint8)):
         raise ValueError("streamed outputs carry boolean or uint8 masks only")
-    with TiledFitsWriter(path, header, shape, dtype, mask=mask is not None,
+    weight = (WEIGHT_HDU_NAMES[extras.weight_type]
+              if extras is not None and extras.has_weight else None)
+    with TiledFitsWriter(path, header, shape, dtype, mask=mask is not None, weight=weight,
                          overwrite=overwrite) as writer:
+        def sink(y0: int, y1: int, data: np.ndarray, footprint: np.ndarray,
+                 tile_mask: np.ndarray | None) -> None:
+            w = None
+            if extras is not None and extras.active:
+                w = extras.rows(y0, data, footprint)
+            writer.tile(y0, y1, data, footprint, tile_mask, w)
+
         warp(image, transform, shape, backend=backend, order=order, cval=cval, mask=mask,
-             threads=threads, dtype=dtype, tile_rows=tile_rows, sink=writer.tile,
+             threads=threads, dtype=dtype, tile_rows=tile_rows, sink=sink,
              overwrite_input=overwrite_input)

@@ -15,17 +15,14 @@ import math
 
 import numpy as np
 
-from gpualign.transform._transform import Transform
+from gpualign.transform import Transform
 
 __all__ = ["grow_canvas", "shift_transform", "invert_points", "source_outline"]
 
 
 def shift_transform(t: Transform, ox: int, oy: int) -> Transform:
     """``T'(X, Y) = T(X - ox, Y - oy)``: the mapping seen from a canvas offset by (ox, oy)."""
-    m = t.matrix.copy()
-    m[:, 2] = t.matrix[:, 2] - t.matrix[:, 0] * ox - t.matrix[:, 1] * oy
-    cx, cy, hx, hy = t.norm
-    return Transform(m, t.coeffs.copy(), (cx + ox, cy + oy, hx, hy), t.clip)
+    return t.shifted(ox, oy)
 
 
 def invert_points(t: Transform, sx: np.ndarray, sy: np.ndarray, *, tol: float = 1e-10,

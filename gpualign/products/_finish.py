@@ -1,27 +1,37 @@
 """Everything an aligned image carries besides its pixels.
 
-After the warp, :func:`finish_result` adds to an :class:`~gpualign.AlignResult`:
-flux conservation (``|J|``, :mod:`gpualign._flux`), the resampled weight or variance
-map (:mod:`gpualign._variance`), the output WCS and header (:mod:`gpualign._wcs`),
-the canvas offset (:mod:`gpualign._footprints`), and the source's NDData meta and
-unit. :func:`source_extras` reads an NDData/CCDData source's uncertainty (as a
-variance), meta and unit; :func:`to_nddata` builds NDData/CCDData from a result
-(mask, uncertainty as ``VarianceUncertainty``, WCS and meta carried).
+:class:`TileExtras` does, for any block of output rows, what an extra asks of the
+warped pixels: flux conservation (``|J|``, :mod:`gpualign.products._flux`) and the
+resampled weight or variance map (:mod:`gpualign.products._variance`). The same
+code serves an output held in memory (:func:`finish_result`, over row blocks) and
+one streamed tile by tile into a file, so an extra never forces a whole-frame warp.
+:func:`finish_result` also sets the output WCS, the canvas offset and the source's
+NDData meta and unit. :func:`source_extras` reads an NDData/CCDData source's
+uncertainty (as a variance), meta and unit; :func:`to_nddata` builds NDData/CCDData
+from a result (mask, uncertainty as ``VarianceUncertainty``, WCS and meta carried).
 """
 
 from __future__ import annotations
 
 import copy
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
-from gpualign.transform._transform import Transform
+from gpualign.products._flux import jacobian_det_grid
+from gpualign.products._variance import (
+    WEIGHT_TYPES,
+    VarianceResampler,
+    from_variance,
+    to_variance,
+)
+from gpualign.transform import Transform
 
-__all__ = ["source_extras", "finish_result", "to_nddata", "load_mask", "load_weight"]
+__all__ = ["source_extras", "finish_result", "to_nddata", "TileExtras", "source_variance",
+           "check_weight_type"]
 
 
 def _is_nddata(obj: Any) -> bool:
@@ -55,149 +65,150 @@ def source_extras(obj: Any) -> dict[str, Any]:
     return out
 
 
-def _first_image(path: str, ext: int | str | None, what: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise InputError(f"{what} file not found: {path}")
-    try:
-        with fits.open(path) as hdul:
-            if ext is not None:
-                hdu = hdul[int(ext) if str(ext).lstrip("-").isdigit() else str(ext)]
-            else:
-                hdu = next(h for h in hdul if h.is_image and h.data is not None
-                           and h.data.ndim == 2)
-            return np.array(hdu.data)
-    except (OSError, KeyError, IndexError, StopIteration, ValueError) as exc:
-        raise InputError(f"cannot read a 2-D image from {what} file {path} "
-                         f"({exc})".splitlines()[0]) from None
+def check_weight_type(weight_type: str) -> str:
+    """Validate a weight type (InputError listing the accepted ones)."""
+    if weight_type not in WEIGHT_TYPES:
+        raise InputError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, "
+                         f"got {weight_type!r}")
+    return weight_type
 
 
-def load_mask(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
-    """A bad-pixel mask or bitmask (array or FITS path), bits intact, checked against shape."""
-    if isinstance(obj, (str, os.PathLike)):
-        m = _first_image(str(obj), ext, "mask")
+def source_variance(weight: Any, weight_type: str, source: Any,
+                    source_shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """The source's variance map and the weight type of the output.
+
+    ``weight`` (an array or an NDData uncertainty, already read) wins; otherwise an
+    NDData ``source``'s uncertainty, as a variance; otherwise none.
+    """
+    check_weight_type(weight_type)
+    variance = None
+    if weight is not None:
+        arr = weight.array if hasattr(weight, "array") and not isinstance(weight, np.ndarray) \
+            else weight
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "fiub":
+            raise InputError(f"the weight map has unsupported dtype {arr.dtype}")
+        variance = to_variance(arr.astype(np.float64), weight_type)
     else:
-        m = np.asarray(obj)
-    if m.dtype.kind == "f":
-        if not np.all(np.isfinite(m)) or np.any(m != np.round(m)) or np.any(m < 0):
-            raise InputError("the mask must hold integers or booleans")
-        m = m.astype(np.int64)
-    if m.dtype.kind not in "biu":
-        raise InputError(f"the mask has unsupported dtype {m.dtype}")
-    if m.dtype.byteorder not in ("=", "|"):
-        m = m.astype(m.dtype.newbyteorder("="))
-    if m.shape != tuple(shape):
-        raise InputError(f"the mask's shape {m.shape} differs from the image's {tuple(shape)}")
-    return m
+        extras = source_extras(source)
+        if extras["variance"] is not None:
+            variance, weight_type = extras["variance"], "variance"
+    if variance is not None and variance.shape != tuple(source_shape):
+        raise InputError(f"the weight map's shape {variance.shape} differs from the "
+                         f"image's {tuple(source_shape)}")
+    return variance, weight_type
 
 
-def load_weight(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
-    """A weight/variance map (array, NDData uncertainty array or FITS path) as float64."""
-    if isinstance(obj, (str, os.PathLike)):
-        w = _first_image(str(obj), ext, "weight")
-    elif hasattr(obj, "array") and not isinstance(obj, np.ndarray):
-        w = np.asarray(obj.array)
-    else:
-        w = np.asarray(obj)
-    if w.dtype.kind not in "fiub":
-        raise InputError(f"the weight map has unsupported dtype {w.dtype}")
-    w = w.astype(np.float64)
-    if w.shape != tuple(shape):
-        raise InputError(f"the weight map's shape {w.shape} differs from the image's "
-                         f"{tuple(shape)}")
-    return w
+#: Output rows per block when the extras run over an output held in memory.
+ROWS = 256
+
+
+@dataclass
+class TileExtras:
+    """Flux conservation and weight resampling for blocks of output rows.
+
+    Parameters
+    ----------
+    transform : Transform
+        Output pixel -> source pixel mapping the warp used (on the canvas).
+    order : int
+        Interpolation order of the warp.
+    variance : ndarray or None
+        Source variance map.
+    weight_type : str
+        Type of the output weight map.
+    conserve_flux : bool
+        Multiply the data by ``|det J|`` (the variance by ``det J**2``).
+    """
+
+    transform: Transform
+    order: int
+    variance: np.ndarray | None = None
+    weight_type: str = "variance"
+    conserve_flux: bool = False
+
+    def __post_init__(self) -> None:
+        self._resampler = (None if self.variance is None
+                           else VarianceResampler(self.variance, self.transform, self.order))
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to do."""
+        return self.conserve_flux or self._resampler is not None
+
+    @property
+    def has_weight(self) -> bool:
+        """Whether a weight map is produced."""
+        return self._resampler is not None
+
+    def rows(self, y0: int, data: np.ndarray, footprint: np.ndarray) -> np.ndarray | None:
+        """Apply the extras to output rows ``y0:y0+len(data)``; return their weight rows.
+
+        ``data`` is scaled in place when fluxes are conserved.
+        """
+        y1, nx = y0 + data.shape[0], data.shape[1]
+        out_var = None if self._resampler is None else self._resampler.rows(y0, y1, nx)
+        if self.conserve_flux:
+            j = np.abs(jacobian_det_grid(self.transform, np, 0, nx, y0, y1))
+            j[~footprint] = 1.0
+            data *= j.astype(data.dtype, copy=False)
+            if out_var is not None:
+                out_var *= (j * j).astype(out_var.dtype, copy=False)
+        if out_var is None:
+            return None
+        return from_variance(out_var, self.weight_type, footprint)
+
+    def apply(self, data: np.ndarray, footprint: np.ndarray) -> np.ndarray | None:
+        """:meth:`rows` over a whole output held in memory; return the weight map."""
+        if not self.active:
+            return None
+        ny = data.shape[0]
+        weight = np.empty(data.shape, np.float32) if self.has_weight else None
+        for y0 in range(0, ny, ROWS):
+            y1 = min(y0 + ROWS, ny)
+            w = self.rows(y0, data[y0:y1], footprint[y0:y1])
+            if weight is not None:
+                weight[y0:y1] = w
+        return weight
 
 
 def finish_result(
     result: Any,
-    warp_transform: Transform,
+    extras: TileExtras,
     *,
-    order: int,
-    source: Any = None,
-    source_shape: tuple[int, int],
-    source_header: fits.Header | None = None,
-    template_header: fits.Header | None = None,
-    source_weight: Any = None,
-    weight_type: str = "variance",
-    conserve_flux: bool = False,
+    wcs: Any = None,
     offset: tuple[int, int] = (0, 0),
+    source: Any = None,
 ) -> Any:
-    """Add weights, flux conservation, WCS, header, meta and offset to an AlignResult.
+    """Add weights, flux conservation, WCS, offset, meta and unit to an AlignResult.
 
     Parameters
     ----------
     result : AlignResult
         Fresh from the warp (modified and returned).
-    warp_transform : Transform
-        Output pixel -> source pixel mapping the warp used (on the canvas).
-    order : int
-        Interpolation order of the warp.
-    source : object
-        The source as given (NDData uncertainty, meta and unit are read from it).
-    source_shape : tuple of int
-        Shape of the source pixels.
-    source_header, template_header : Header or None
-        Headers that may hold a WCS.
-    source_weight : array, NDData uncertainty or FITS path, optional
-        Weight map of the source (default: an NDData source's uncertainty).
-    weight_type : {"variance", "inverse_variance", "stddev"}
-        What ``source_weight`` holds (the output weight is of the same type).
-    conserve_flux : bool
-        Multiply the data by ``|det J|`` (variance by ``det J**2``).
+    extras : TileExtras
+        What to do to the pixels.
+    wcs : astropy.wcs.WCS or None
+        World coordinates of the output.
     offset : tuple of int
         Canvas position of the template's pixel (0, 0).
+    source : object
+        The source as given (NDData meta and unit are carried).
 
     Returns
     -------
     AlignResult
     """
-    from gpualign.products._variance import WEIGHT_TYPES, from_variance, resample_variance, to_variance
-    from gpualign.products._wcs import output_wcs, wcs_header
-
-    if weight_type not in WEIGHT_TYPES:
-        raise InputError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, "
-                         f"got {weight_type!r}")
-    extras = source_extras(source)
-    variance = None
-    if source_weight is not None:
-        variance = to_variance(load_weight(source_weight, source_shape), weight_type)
-    elif extras["variance"] is not None:
-        variance = extras["variance"]
-        weight_type = "variance"
-    shape = result.data.shape
-    out_var = None
-    if variance is not None:
-        if variance.shape != tuple(source_shape):
-            raise InputError(f"the weight map's shape {variance.shape} differs from the "
-                             f"image's {tuple(source_shape)}")
-        out_var = resample_variance(variance, warp_transform, shape, order)
-    if conserve_flux:
-        from gpualign.products._flux import conserve_flux_inplace
-
-        conserve_flux_inplace(result.data, warp_transform, variance=out_var,
-                              footprint=result.footprint)
-    if out_var is not None:
-        result.weight = from_variance(out_var, weight_type, result.footprint)
-        result.weight_type = weight_type
-    w, origin, err = output_wcs(template_header, source_header, warp_transform, shape, offset)
-    result.wcs = w
-    hdr = fits.Header()
-    if template_header is not None:
-        for card in template_header.cards:
-            if card.keyword not in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"):
-                hdr.append(card, end=True)
-    if w is not None:
-        hdr.update(wcs_header(w))
-    hdr["GA_WCS"] = (origin, "WCS from: template, source+transform, none")
-    if origin == "source+transform":
-        hdr["GA_WCSER"] = (float(err), "max error of composed WCS (src px)")
-    hdr["GA_FLUX"] = (bool(conserve_flux), "data times |det J| (flux kept)")
-    hdr["GA_OFFX"] = (int(offset[0]), "canvas x of template pixel 0")
-    hdr["GA_OFFY"] = (int(offset[1]), "canvas y of template pixel 0")
-    result.header = hdr
+    weight = extras.apply(result.data, result.footprint)
+    if weight is not None:
+        result.weight = weight
+        result.weight_type = extras.weight_type
+    result.wcs = wcs
     result.offset = (int(offset[0]), int(offset[1]))
-    result.meta = extras["meta"]
-    result.unit = extras["unit"]
-    result.conserve_flux = bool(conserve_flux)
+    info = source_extras(source)
+    result.meta = info["meta"]
+    result.unit = info["unit"]
+    result.conserve_flux = bool(extras.conserve_flux)
     return result
 
 

@@ -6,8 +6,8 @@ Jacobian determinant of the template -> source mapping, affine *and* distortion)
 multiplying by ``|J|`` turns that into the flux the template pixel collects, so a
 star's total flux is the same in the aligned image as in the source.
 
-The determinant is computed analytically: the affine part plus the derivatives of
-the clipped polynomial surfaces (zero where a normalised coordinate is clipped).
+The determinant is computed analytically: the linear part plus the derivatives of
+the distortion model (``Transform.jacobian_grid``).
 """
 
 from __future__ import annotations
@@ -17,57 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from gpualign.transform._transform import Transform
+from gpualign.transform import Transform
 
-__all__ = ["jacobian_grid", "jacobian_det_grid", "conserve_flux_inplace"]
+__all__ = ["jacobian_det_grid", "conserve_flux_inplace"]
 
 ROWS = 256
-
-
-def jacobian_grid(
-    t: Transform, xp: ModuleType, x0: int, x1: int, y0: int, y1: int
-) -> tuple[Any, Any, Any, Any]:
-    """``d(sx, sy)/d(x, y)`` of the block ``[y0:y1, x0:x1]`` (four arrays, float64).
-
-    Returns
-    -------
-    dxx, dxy, dyx, dyy : arrays of shape (y1 - y0, x1 - x0)
-        ``dsx/dx, dsx/dy, dsy/dx, dsy/dy``.
-    """
-    m = t.matrix
-    shape = (y1 - y0, x1 - x0)
-    out = [xp.full(shape, float(m[k, j]), dtype=xp.float64) for k in (0, 1) for j in (0, 1)]
-    if not t.has_distortion:
-        return out[0], out[1], out[2], out[3]
-    cx, cy, hx, hy = t.norm
-    umin, umax, vmin, vmax = t.clip
-    xs = xp.arange(x0, x1, dtype=xp.float64)
-    ys = xp.arange(y0, y1, dtype=xp.float64)
-    ur, vr = (xs - cx) / hx, (ys - cy) / hy
-    u, v = xp.clip(ur, umin, umax), xp.clip(vr, vmin, vmax)
-    du_ok = ((ur >= umin) & (ur <= umax)).astype(xp.float64) / hx
-    dv_ok = ((vr >= vmin) & (vr <= vmax)).astype(xp.float64) / hy
-    d = t.coeffs.shape[1]
-    p = xp.arange(d, dtype=xp.float64)
-    vu = u[:, None] ** p[None, :]
-    vv = v[:, None] ** p[None, :]
-    # derivative Vandermonde: d/du u**i = i u**(i-1)
-    dvu = xp.zeros_like(vu)
-    dvv = xp.zeros_like(vv)
-    if d > 1:
-        dvu[:, 1:] = vu[:, :-1] * p[None, 1:]
-        dvv[:, 1:] = vv[:, :-1] * p[None, 1:]
-    for k in (0, 1):
-        c = xp.asarray(t.coeffs[k])  # c[i, j] u**i v**j
-        out[2 * k] = out[2 * k] + (vv @ c.T @ dvu.T) * du_ok[None, :]
-        out[2 * k + 1] = out[2 * k + 1] + (dvv @ c.T @ vu.T) * dv_ok[:, None]
-    return out[0], out[1], out[2], out[3]
 
 
 def jacobian_det_grid(t: Transform, xp: ModuleType, x0: int, x1: int, y0: int,
                       y1: int) -> Any:
     """Jacobian determinant of ``t`` on the block ``[y0:y1, x0:x1]`` (float64)."""
-    a, b, c, d = jacobian_grid(t, xp, x0, x1, y0, y1)
+    a, b, c, d = t.jacobian_grid(xp, x0, x1, y0, y1)
     return a * d - b * c
 
 

@@ -31,10 +31,10 @@ import numpy as np
 from scipy import ndimage
 
 from gpualign._errors import InputError
-from gpualign.transform._transform import Transform
+from gpualign.transform import Transform
 
 __all__ = ["WEIGHT_TYPES", "to_variance", "from_variance", "resample_variance",
-           "WINDOW_RADIUS"]
+           "VarianceResampler", "WINDOW_RADIUS"]
 
 WEIGHT_TYPES = ("variance", "inverse_variance", "stddev")
 
@@ -115,6 +115,65 @@ def _axis_weights(order: int, s: np.ndarray, n: int, radius: int):
     return out
 
 
+class VarianceResampler:
+    """The variance map of a source, propagated through a warp row block by row block.
+
+    Parameters
+    ----------
+    variance : ndarray (H, W)
+        Source variance (non-negative; inf where a pixel carries no information).
+    transform : Transform
+        Output pixel -> source pixel mapping (the one the data were warped with).
+    order : int
+        Interpolation order 0-5 of the data's warp.
+    """
+
+    def __init__(self, variance: np.ndarray, transform: Transform, order: int) -> None:
+        var = np.asarray(variance, dtype=np.float64)
+        self.bad = ~np.isfinite(var)
+        self.any_bad = bool(self.bad.any())
+        if self.any_bad:
+            var = np.where(self.bad, 0.0, var)
+        if np.any(var < 0):
+            raise InputError("the variance map has negative values",
+                             hint="give a variance (>= 0) or set weight_type")
+        self.var = var
+        self.transform = transform
+        self.order = int(order)
+        self.radius = WINDOW_RADIUS[self.order]
+
+    def rows(self, y0: int, y1: int, nx: int) -> np.ndarray:
+        """Output variance of rows ``y0:y1`` (all ``nx`` columns), float64."""
+        var, bad = self.var, self.bad
+        h, w = var.shape
+        coords = self.transform.source_coords(np, 0, nx, y0, y1)
+        sy, sx = coords[0], coords[1]
+        if self.order == 0:
+            iy = np.clip(np.floor(sy + 0.5), 0, h - 1).astype(np.intp)
+            ix = np.clip(np.floor(sx + 0.5), 0, w - 1).astype(np.intp)
+            acc = var[iy, ix]
+            hit = bad[iy, ix] if self.any_bad else None
+        else:
+            wy = _axis_weights(self.order, sy, h, self.radius)
+            wx = _axis_weights(self.order, sx, w, self.radius)
+            wx2 = [(ix, c * c) for ix, c in wx]
+            acc = np.zeros(sy.shape)
+            hit = np.zeros(sy.shape, bool) if self.any_bad else None
+            flat_var, flat_bad = var.ravel(), bad.ravel()
+            for iy, cy in wy:
+                cy2 = cy * cy
+                row = iy * w
+                for ix, cx2 in wx2:
+                    w2 = cy2 * cx2
+                    flat = row + ix
+                    acc += w2 * flat_var.take(flat)
+                    if hit is not None:
+                        hit |= (w2 > 1e-12) & flat_bad.take(flat)
+        if hit is not None:
+            acc = np.where(hit, np.inf, acc)
+        return acc
+
+
 def resample_variance(
     variance: np.ndarray, transform: Transform, output_shape: tuple[int, int], order: int,
 ) -> np.ndarray:
@@ -136,43 +195,10 @@ def resample_variance(
     ndarray (ny, nx), float64
         Output variance (meaningful where the data's footprint is True).
     """
-    var = np.asarray(variance, dtype=np.float64)
-    h, w = var.shape
-    bad = ~np.isfinite(var)
-    if bad.any():
-        var = np.where(bad, 0.0, var)
-    if np.any(var < 0):
-        raise InputError("the variance map has negative values",
-                         hint="give a variance (>= 0) or set weight_type")
+    resampler = VarianceResampler(variance, transform, order)
     ny, nx = int(output_shape[0]), int(output_shape[1])
     out = np.empty((ny, nx), dtype=np.float64)
-    radius = WINDOW_RADIUS[int(order)]
     for y0 in range(0, ny, ROWS):
         y1 = min(y0 + ROWS, ny)
-        coords = transform.source_coords(np, 0, nx, y0, y1)
-        sy, sx = coords[0], coords[1]
-        if order == 0:
-            iy = np.clip(np.floor(sy + 0.5), 0, h - 1).astype(np.intp)
-            ix = np.clip(np.floor(sx + 0.5), 0, w - 1).astype(np.intp)
-            acc = var[iy, ix]
-            hit = bad[iy, ix] if bad.any() else None
-        else:
-            wy = _axis_weights(order, sy, h, radius)
-            wx = _axis_weights(order, sx, w, radius)
-            wx2 = [(ix, c * c) for ix, c in wx]
-            acc = np.zeros(sy.shape)
-            hit = np.zeros(sy.shape, bool) if bad.any() else None
-            flat_var, flat_bad = var.ravel(), bad.ravel()
-            for iy, cy in wy:
-                cy2 = cy * cy
-                row = iy * w
-                for ix, cx2 in wx2:
-                    w2 = cy2 * cx2
-                    flat = row + ix
-                    acc += w2 * flat_var.take(flat)
-                    if hit is not None:
-                        hit |= (w2 > 1e-12) & flat_bad.take(flat)
-        if hit is not None:
-            acc = np.where(hit, np.inf, acc)
-        out[y0:y1] = acc
+        out[y0:y1] = resampler.rows(y0, y1, nx)
     return out

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, Sip
 
-from gpualign.transform._transform import Transform
+from gpualign.transform import Transform
 
 log = logging.getLogger("gpualign")
 
@@ -88,11 +87,10 @@ def _box(t: Transform, shape: tuple[int, int]) -> tuple[float, float, float, flo
     """``(x0, x1, y0, y1)``: the output grid, cut to where T's surfaces are not clipped."""
     ny, nx = shape
     x0, x1, y0, y1 = -0.5, nx - 0.5, -0.5, ny - 0.5
-    if t.has_distortion:
-        cx, cy, hx, hy = t.norm
-        umin, umax, vmin, vmax = t.clip
-        x0, x1 = max(x0, cx + umin * hx), min(x1, cx + umax * hx)
-        y0, y1 = max(y0, cy + vmin * hy), min(y1, cy + vmax * hy)
+    box = t.support_box()
+    if box is not None:
+        x0, x1 = max(x0, box[0]), min(x1, box[1])
+        y0, y1 = max(y0, box[2]), min(y1, box[3])
         if x1 - x0 < 2 or y1 - y0 < 2:  # degenerate: use the whole grid
             x0, x1, y0, y1 = -0.5, nx - 0.5, -0.5, ny - 0.5
     return x0, x1, y0, y1
@@ -257,29 +255,3 @@ def wcs_header(w: WCS | None) -> fits.Header:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return w.to_header(relax=True)
-
-
-def composed_wcs_cards(template_header: fits.Header | None, source: Any,
-                       source_ext: int | str | None, transform: Transform,
-                       shape: tuple[int, int]) -> fits.Header:
-    """WCS cards for an output whose template header has no WCS (else none).
-
-    The source's WCS (read from its FITS header) composed with the mapping, with
-    ``GA_WCS``/``GA_WCSER``; empty when the template has a WCS or the source none.
-    """
-    if celestial_wcs(template_header) is not None:
-        return fits.Header()
-    from gpualign.io._read import _pick_hdu
-
-    try:
-        with fits.open(source) as hdul:
-            src_header = _pick_hdu(hdul, source_ext, str(source)).header.copy()
-    except Exception:  # not a readable FITS file: no WCS to compose
-        return fits.Header()
-    w, origin, err = output_wcs(None, src_header, transform, shape)
-    if w is None:
-        return fits.Header()
-    cards = wcs_header(w)
-    cards["GA_WCS"] = (origin, "WCS from: template, source+transform, none")
-    cards["GA_WCSER"] = (float(err), "max error of composed WCS (src px)")
-    return cards

@@ -1,1 +1,12 @@
-"""warp layer."""
+"""Resampling the source onto the template grid: tiled, any backend, invalid pixels safe."""
+
+from gpualign.warp._resample import (
+    WarpResult,
+    default_threads,
+    kernel_reach,
+    prefilter,
+    tile_rows_for,
+    warp,
+)
+
+__all__ = ["WarpResult", "default_threads", "kernel_reach", "prefilter", "tile_rows_for", "warp"]

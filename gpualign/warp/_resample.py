@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gpualign._system import usable_cores
 from gpualign.backend import Backend, _host
+from gpualign.transform import Transform
 from gpualign.warp._invalid import PackedMask, fill_invalid, grow_invalid
-from gpualign.transform._transform import Transform
 
 log = logging.getLogger("gpualign")
 
@@ -35,11 +35,7 @@ PREFILTER_COLS = 256  # columns per block of the prefilter's axis-0 pass (CPU)
 
 def default_threads() -> int:
     """Threads for CPU tiles: the usable cores, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, min(8, usable_cores()))
 
 
 def kernel_reach(order: int) -> int:
@@ -356,7 +352,9 @@ def warp(
         mask_itemsize=np.dtype(mask_dtype).itemsize if mask_dtype is not None else 0)
     fill = xp.asarray(cval, dtype=dtype)
 
-    fused = _use_fused(backend, method)
+    # The fused kernel evaluates the polynomial model; other models' coordinates are
+    # computed on the backend and sampled by the generic path.
+    fused = _use_fused(backend, method) and transform.is_polynomial
     on_host = backend.name == "numpy"
 
     def tile_coords(y0: int, y1: int, x0: int = 0, x1: int = nx) -> tuple[Any, Any]:

@@ -1,0 +1,163 @@
+"""What the engine asks of the machine: cores, memory, safe forking, atomic files.
+
+One place for each: every stage that sizes a pool or a tile asks :func:`usable_cores`
+and :func:`available_memory`; every file gpualign writes goes through a temporary
+file in the destination's directory and a rename, so a reader (or a crash) never
+sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gpualign._errors import InputError
+
+__all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
+           "temporary_beside", "fork_workers", "forked_pool", "mp_context",
+           "limit_blas_threads"]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable``; 8 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new hidden temporary file in ``path``'s directory.
+
+    Raises InputError when the directory does not exist. The name starts with
+    ``.<file name>.`` and ends with ``.tmp``, so leftovers of a killed run are
+    recognisable.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"output directory does not exist: {directory}")
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+
+
+def publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the mode a plain ``open()`` would and rename it onto ``path``."""
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes the file private (0600)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    fd, tmp = temporary_beside(Path(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        publish(tmp, Path(path))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fork_workers(wanted: int, n_jobs: int) -> int:
+    """Forked worker processes for ``n_jobs`` jobs (0: do not fork).
+
+    ``min(wanted, n_jobs)``, or 0 where forking is unavailable or unsafe: forking is
+    safe only while this process runs no other Python thread (no lock can be held by a
+    thread that does not exist in the child).
+    """
+    import multiprocessing as mp
+
+    if (wanted < 1 or n_jobs < 1 or threading.active_count() > 1
+            or "fork" not in mp.get_all_start_methods()):
+        return 0
+    return min(int(wanted), int(n_jobs))
+
+
+@contextmanager
+def forked_pool(workers: int) -> Iterator[Any]:
+    """A ProcessPoolExecutor of ``workers`` forked processes (see :func:`fork_workers`)."""
+    import multiprocessing as mp
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork() in a process with native threads (BLAS
+        # pools); the children use none of them. The workers start on first submit.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+            yield ex
+
+
+def mp_context() -> Any:
+    """``fork`` while this process has one thread (fast start), else forkserver/spawn."""
+    import multiprocessing as mp
+
+    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods()
+                          else "spawn")
+
+
+_BLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
+                 "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                 "MKL_Set_Num_Threads")
+
+
+def limit_blas_threads(n: int = 1) -> int:
+    """Set the thread count of every BLAS loaded in this process; return how many were set.
+
+    A pool runs one frame per core already; BLAS threads on top only oversubscribe
+    the cores. This is what ``OPENBLAS_NUM_THREADS=1`` does, for the libraries a
+    forked worker inherits already loaded.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.lower()
+                     or "mkl_rt" in line.lower()}
+    except OSError:  # not Linux
+        return 0
+    count = 0
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(n))
+                count += 1
+                break
+    return count

@@ -1,0 +1,368 @@
+"""The ONE frame runner: read, detect, solve, warp, finish and write one source.
+
+Every entry point goes through :func:`run_frame` (``gpualign.align``, the CLI for one
+source, each frame of a local or Dask batch) or its second half
+:func:`warp_frame` (``gpualign apply``, ``apply_transform``), so one input gives one
+output, bit for bit, whichever way it came: the same detection policy (row strips
+for mosaics), the same header (:func:`gpualign.io.output_header`), the same extras
+(mask, weight, flux, canvas), and the same streaming of big outputs tile by tile
+into the file, extras included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from gpualign._errors import InputError
+from gpualign.backend import Backend
+from gpualign.detect import (
+    STRIP_DETECT_PIXELS,
+    Catalog,
+    DetectSettings,
+    as_catalog,
+    detect_many,
+    detect_strips,
+)
+from gpualign.fit import FitSettings
+from gpualign.io import (
+    STREAM_MIN_PIXELS,
+    load_image,
+    load_mask,
+    load_weight,
+    output_header,
+    result_hdus,
+    warp_to_fits,
+    write_fits_atomic,
+)
+from gpualign.match import MatchSettings
+from gpualign.pipeline._solve import solve
+from gpualign.products import (
+    AlignResult,
+    Solution,
+    TileExtras,
+    finish_result,
+    grow_canvas,
+    has_ctype,
+    output_wcs_cards,
+    source_variance,
+)
+from gpualign.warp import warp
+
+log = logging.getLogger("gpualign")
+
+__all__ = ["TemplateSide", "FrameOptions", "FrameOutput", "prepare_template",
+           "detect_template", "solve_frame", "warp_frame", "run_frame", "log_stats",
+           "SEQUENTIAL_DETECT_PIXELS"]
+
+#: Templates of at least this many pixels are detected before the source is read.
+SEQUENTIAL_DETECT_PIXELS = 1 << 27
+
+
+@dataclass
+class TemplateSide:
+    """The template as a frame needs it: catalogue, header, grid, pixels not yet detected.
+
+    ``pixels`` holds ``(data, mask)`` until the template is detected, then is emptied so
+    that the pixels are freed before the warp.
+    """
+
+    catalog: Catalog | None
+    header: fits.Header | None
+    shape: tuple[int, int] | None
+    pixels: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
+
+
+@dataclass
+class FrameOptions:
+    """What to do with one source besides registering it: the warp and the output.
+
+    Attributes
+    ----------
+    interp_order, cval, dtype, threads :
+        The warp's spline order, fill value, output type and CPU threads.
+    source_ext : int or str, optional
+        FITS extension of the source.
+    source_mask, mask_ext :
+        Bad-pixel mask or bitmask (array or FITS path) resampled alongside; default
+        the source's own (masked array, NDData).
+    source_weight, weight_ext, weight_type :
+        Weight or variance map (array, NDData uncertainty or FITS path) resampled
+        consistently with the data; default an NDData source's uncertainty.
+    conserve_flux : bool
+        Multiply by ``|det J|``.
+    preserve_footprints : bool
+        Grow the canvas to hold the whole source and the whole template.
+    output : Path, optional
+        Write the result here (atomically); None keeps it in memory.
+    overwrite : bool
+        Replace an existing output.
+    save_transform : Path, optional
+        Also save the solution as JSON.
+    stamps : list of (keyword, value, comment)
+        Further header cards (a batch's).
+    transform_file : str, optional
+        Name of the transform file applied (``gpualign apply``).
+    """
+
+    interp_order: int = 3
+    cval: float = float("nan")
+    dtype: Any = np.float32
+    threads: int | None = None
+    source_ext: int | str | None = None
+    source_mask: Any = None
+    mask_ext: int | str | None = None
+    source_weight: Any = None
+    weight_ext: int | str | None = None
+    weight_type: str = "variance"
+    conserve_flux: bool = False
+    preserve_footprints: bool = False
+    output: Path | None = None
+    overwrite: bool = False
+    save_transform: Path | None = None
+    stamps: list[tuple[str, Any, str]] = field(default_factory=list)
+    transform_file: str | None = None
+
+
+@dataclass
+class FrameOutput:
+    """What :func:`run_frame` returns: the solution, and the result when kept in memory."""
+
+    solution: Solution
+    result: AlignResult | None
+    output: Path | None = None
+
+
+def _with_shape(cat: Catalog, shape: tuple[int, ...] | None) -> Catalog:
+    if cat.shape is not None or shape is None:
+        return cat
+    return Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma,
+                   tuple(int(v) for v in shape))
+
+
+def prepare_template(template: Any, *, template_det: Any = None,
+                     ext: int | str | None = None, output_shape: Any = None,
+                     flux_col: str | None = None) -> TemplateSide:
+    """Read the template (pixels, header, grid) and take its catalogue if one is given.
+
+    Parameters
+    ----------
+    template : image or None
+        Anything :func:`gpualign.io.load_image` reads; None when only a catalogue.
+    template_det : catalogue, optional
+        A Table, Catalog or SExtractor file instead of detecting.
+    ext : int or str, optional
+        FITS extension.
+    output_shape : tuple of int, optional
+        ``(ny, nx)`` of the output grid (default: the template's).
+    flux_col : str, optional
+        Flux column of a catalogue.
+
+    Returns
+    -------
+    TemplateSide
+    """
+    data = header = mask = None
+    if template is not None:
+        data, header, mask = load_image(template, ext, name="template")
+    if template_det is None and data is None:
+        raise InputError("no template given", hint="pass a template image or a template "
+                         "catalogue (-t TEMPLATE.fits or --template-cat)")
+    shape = tuple(int(v) for v in output_shape) if output_shape is not None else None
+    if shape is None and data is not None:
+        shape = data.shape
+    if shape is None:
+        raise InputError("the template is a catalogue only, so the output grid is unknown",
+                         hint="give output_shape (--output-shape NY NX)")
+    cat = None
+    if template_det is not None:
+        cat = _with_shape(as_catalog(template_det, flux_col=flux_col),
+                          data.shape if data is not None else shape)
+    pixels = [(data, mask)] if cat is None else []
+    return TemplateSide(cat, header, (int(shape[0]), int(shape[1])), pixels)
+
+
+def detect_template(side: TemplateSide, sep_thresh: float) -> Catalog:
+    """The template's catalogue, detecting (and freeing) its pixels if needed."""
+    if side.catalog is None:
+        data, mask = side.pixels.pop()
+        if data.size > STRIP_DETECT_PIXELS:
+            side.catalog = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
+        else:
+            side.catalog = detect_many([(data, mask)], sep_thresh=sep_thresh)[0]
+        side.catalog = _with_shape(side.catalog, side.shape)
+    return side.catalog
+
+
+def _detect_both(side: TemplateSide, data: np.ndarray, mask: np.ndarray | None,
+                 source_det: Any, flux_col: str | None, sep_thresh: float) -> Catalog:
+    """The source's catalogue, and the template's if still pending (in parallel)."""
+    todo = []
+    if side.catalog is None:
+        todo.append(side.pixels.pop())
+    if source_det is not None:
+        cat = as_catalog(source_det, flux_col=flux_col)
+    elif data.size > STRIP_DETECT_PIXELS or (not todo and data.size >= SEQUENTIAL_DETECT_PIXELS):
+        # Too big for a whole detection copy, or a mosaic detected alone: strips on
+        # every core, each worker copying only its strip.
+        cat = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
+    else:
+        todo.append((data, mask))
+    found = detect_many(todo, sep_thresh=sep_thresh) if todo else []
+    todo.clear()
+    if side.catalog is None:
+        side.catalog = _with_shape(found.pop(0), side.shape)
+    if found:
+        cat = found.pop(0)
+    return _with_shape(cat, data.shape)
+
+
+def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
+                match: MatchSettings, fit: FitSettings, backend: Backend,
+                source_det: Any = None, source_ext: int | str | None = None,
+                ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None, Solution]:
+    """Read and detect the source (and the template if pending), then solve.
+
+    A mosaic template (at least :data:`SEQUENTIAL_DETECT_PIXELS`) is detected and
+    freed before the source is read, so one image is in memory at a time.
+
+    Returns
+    -------
+    data, header, mask, solution
+        The source's pixels (a private copy), header and own mask, and the solution.
+    """
+    t0 = time.perf_counter()
+    if side.catalog is None and side.pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
+        detect_template(side, detect.sep_thresh)
+    data, header, mask = load_image(source, source_ext, name="source")
+    src_cat = _detect_both(side, data, mask, source_det, detect.flux_col, detect.sep_thresh)
+    timings = {"read+detect": time.perf_counter() - t0}
+    solution = solve(src_cat, side.catalog, detect=detect, match=match, fit=fit,
+                     backend=backend, timings=timings)
+    return data, header, mask, solution
+
+
+def _source_name(source: Any) -> str:
+    return Path(source).name if isinstance(source, (str, Path)) else "<array>"
+
+
+def _streamable(options: FrameOptions, shape: tuple[int, int], mask: Any) -> bool:
+    """Whether the output goes to a file tile by tile (big, and every plane can)."""
+    if options.output is None or int(shape[0]) * int(shape[1]) < STREAM_MIN_PIXELS:
+        return False
+    if np.dtype(options.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return False
+    return mask is None or np.asarray(mask).dtype in (np.dtype(bool), np.dtype(np.uint8))
+
+
+def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
+               own_mask: np.ndarray | None, solution: Solution, side: TemplateSide, *,
+               backend: Backend, options: FrameOptions,
+               source_name: str | None = None) -> AlignResult | None:
+    """Warp a source's pixels (consumed) with a known solution, finish and write.
+
+    Returns the AlignResult when kept in memory (no ``options.output``, or an
+    output small enough to build in memory), None when streamed into the file.
+    """
+    o = options
+    t1 = time.perf_counter()
+    mask = own_mask
+    if o.source_mask is not None:
+        mask = load_mask(o.source_mask, data.shape, o.mask_ext)
+    elif mask is not None and np.shape(mask) != data.shape:
+        raise InputError(f"the mask's shape {np.shape(mask)} differs from the image's "
+                         f"{data.shape}", hint="give a mask of the source's shape")
+    weight = None
+    if o.source_weight is not None:
+        weight = load_weight(o.source_weight, data.shape, o.weight_ext)
+    variance, weight_type = source_variance(weight, o.weight_type, source, data.shape)
+    del weight
+    warp_t, shape, offset = solution.transform, tuple(side.shape), (0, 0)
+    if o.preserve_footprints:
+        warp_t, shape, offset = grow_canvas(warp_t, data.shape, shape)
+    src_hdr = None if has_ctype(side.header) else source_header
+    wcs, wcs_cards = output_wcs_cards(side.header, src_hdr, warp_t, shape, offset)
+    header = output_header(side.header, wcs_cards, solution=solution,
+                           source_name=source_name or _source_name(source),
+                           backend=backend.name, interp_order=o.interp_order,
+                           conserve_flux=o.conserve_flux, offset=offset,
+                           transform_file=o.transform_file, stamps=o.stamps)
+    extras = TileExtras(warp_t, o.interp_order, variance, weight_type, o.conserve_flux)
+    warp_kw = dict(backend=backend, order=o.interp_order, cval=o.cval, mask=mask,
+                   threads=o.threads, dtype=o.dtype, overwrite_input=True)
+    if _streamable(o, shape, mask):  # a mosaic: tiles (with their extras) into the file
+        warp_to_fits(data, warp_t, shape, o.output, header, overwrite=o.overwrite,
+                     extras=extras, **warp_kw)
+        solution.timings["warp+write"] = time.perf_counter() - t1
+        return None
+    res = warp(data, warp_t, shape, **warp_kw)
+    del data
+    result = AlignResult(res.data, res.footprint, res.mask, solution, backend.name)
+    finish_result(result, extras, wcs=wcs, offset=offset, source=source)
+    result.header = header
+    solution.timings["warp"] = time.perf_counter() - t1
+    if o.output is not None:
+        t2 = time.perf_counter()
+        write_fits_atomic(o.output, result_hdus(result), overwrite=o.overwrite)
+        solution.timings["write"] = time.perf_counter() - t2
+    return result
+
+
+def run_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
+              match: MatchSettings, fit: FitSettings, backend: Backend,
+              options: FrameOptions, source_det: Any = None,
+              source_name: str | None = None) -> FrameOutput:
+    """Register one source onto the template's grid: the whole pipeline for one frame.
+
+    Parameters
+    ----------
+    source : image
+        FITS path, array, masked array or NDData.
+    side : TemplateSide
+        The template (pixels still pending detection, or its catalogue).
+    detect, match, fit : settings
+        Detection, matching and fitting settings.
+    backend : Backend
+        Where the neighbour queries and the warp run.
+    options : FrameOptions
+        Warp, extras and output.
+    source_det : catalogue, optional
+        The source's catalogue instead of detecting.
+    source_name : str, optional
+        Name written as ``GA_SRC`` (default: the file name).
+
+    Returns
+    -------
+    FrameOutput
+    """
+    if options.output is not None and Path(options.output).exists() and not options.overwrite:
+        raise InputError(f"output {options.output} exists", hint="use --overwrite to replace it")
+    data, header, mask, solution = solve_frame(
+        source, side, detect=detect, match=match, fit=fit, backend=backend,
+        source_det=source_det, source_ext=options.source_ext)
+    if options.save_transform is not None:
+        solution.save(options.save_transform)
+    result = warp_frame(data, source, header, mask, solution, side, backend=backend,
+                        options=options, source_name=source_name)
+    return FrameOutput(solution, result, options.output)
+
+
+def log_stats(name: str, solution: Solution) -> None:
+    """Fit statistics at -v (what spalipy's log_transform_stats reports)."""
+    s = solution.stats
+    log.info(
+        "%s: %d matches, degree %d%s, residuals (template px) x mean %.4f median %.4f "
+        "std %.4f, y mean %.4f median %.4f std %.4f, rms %.4f",
+        name, s["n_match"], solution.degree, ", mirrored" if solution.mirrored else "",
+        s["x_mean"], s["x_median"], s["x_std"], s["y_mean"], s["y_median"], s["y_std"], s["rms"],
+    )
+    if solution.cv_scores:
+        log.info("held-out RMS by degree: %s",
+                 ", ".join(f"{d}: {v:.4f}" for d, v in solution.cv_scores.items()))
+    log.info("timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in solution.timings.items()))

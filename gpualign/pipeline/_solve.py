@@ -1,0 +1,204 @@
+"""Solving for the mapping from two catalogues: filter, quad match, refine, fit, choose.
+
+:func:`solve` is the part of registration after detection: the usable stars are
+filtered (:class:`~gpualign.detect.DetectSettings`), an initial mapping found from
+quads (:class:`~gpualign.match.MatchSettings`), then cross-matching and fitting
+alternate until the matched set is stable; the degree, the linear part and the
+distortion model are chosen by held-out error (:class:`~gpualign.fit.FitSettings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from gpualign._errors import NoOverlap, TooFewStars
+from gpualign.backend import Backend, get_backend
+from gpualign.detect import Catalog, DetectSettings, filter_catalog
+from gpualign.fit import FitSettings, choose_degree, robust_fit, robust_fit_model, select_model
+from gpualign.fit._distortion import select_distortion
+from gpualign.match import MatchSettings, NeighbourIndex, cross_match, quad_match
+from gpualign.products import Solution, fit_statistics
+from gpualign.transform import Transform, fit_transform
+
+log = logging.getLogger("gpualign")
+
+__all__ = ["solve", "check_overlap", "template_norm"]
+
+
+def template_norm(tmpl: Catalog) -> tuple[float, float, float, float]:
+    if tmpl.shape is not None:
+        ny, nx = tmpl.shape
+        return (nx - 1) / 2.0, (ny - 1) / 2.0, max(nx / 2.0, 1.0), max(ny / 2.0, 1.0)
+    lo, hi = tmpl.xy.min(axis=0), tmpl.xy.max(axis=0)
+    c, h = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1.0)
+    return float(c[0]), float(c[1]), float(h[0]), float(h[1])
+
+
+def _refine(
+    src: Catalog, tmpl: Catalog, initial: np.ndarray | Transform, *, max_match_dist: float,
+    spline_order: int | None, min_n_match: int, max_iter: int = 8, tol: float | None = None,
+    backend: Backend | None = None,
+) -> tuple[Transform, np.ndarray, np.ndarray, np.ndarray, int, dict[int, float], float]:
+    """Alternate cross-matching and fitting until the matched set is stable.
+
+    Each pass matches every usable star with the current model (affine first, then
+    affine + distortion), so stars that the affine-only model put too far away (the
+    corners of a distorted field) join once the surfaces are fitted.
+    """
+    norm = template_norm(tmpl)
+    t = initial if isinstance(initial, Transform) else Transform.from_matrix(initial)
+    src_xy, tmpl_xy = src.xy, tmpl.xy
+    index = NeighbourIndex(src_xy, backend)
+    scale = np.sqrt(abs(np.linalg.det(t.matrix[:, :2])))
+    tol = max_match_dist if tol is None else tol
+    prev: tuple[int, ...] | None = None
+    degree, scores = 1, {}
+    inl_t = inl_s = np.zeros((0, 2))
+    inl_sig = np.zeros(0)
+    for it in range(max_iter):
+        i, j, _ = cross_match(t.map_points(tmpl_xy), src_xy, tol, index)
+        if len(i) < max(min_n_match, 4):
+            if it == 0:
+                raise TooFewStars(
+                    f"only {len(i)} stars matched within max_match_dist={max_match_dist}",
+                    hint="raise max_match_dist or lower min_n_match",
+                )
+            break
+        sig = np.hypot(src.sigma[j], scale * tmpl.sigma[i])
+        if spline_order is not None:
+            degree = max(1, int(spline_order))
+        else:
+            degree, scores = choose_degree(tmpl_xy[i], src_xy[j], sig, norm)
+        t, keep = robust_fit(tmpl_xy[i], src_xy[j], sig, degree, norm)
+        inl_t, inl_s, inl_sig = tmpl_xy[i][keep], src_xy[j][keep], sig[keep]
+        resid = np.hypot(*(t.map_points(inl_t) - inl_s).T)
+        key = tuple(np.sort(i[keep]))
+        log.debug(
+            "refine pass %d: %d matched, %d kept, degree %d, rms %.4f px",
+            it + 1, len(i), keep.sum(), degree, np.sqrt(np.mean(resid**2)),
+        )
+        if key == prev:
+            break
+        prev = key
+        # Tighten towards the fit's own scatter, never beyond the user's tolerance.
+        tol = min(max_match_dist, max(1.0, 8.0 * float(np.sqrt(np.mean(resid**2)))))
+    return t, inl_t, inl_s, inl_sig, degree, scores, tol
+
+
+def solve(
+    src_cat: Catalog,
+    tmpl_cat: Catalog,
+    *,
+    detect: DetectSettings | None = None,
+    match: MatchSettings | None = None,
+    fit: FitSettings | None = None,
+    backend: str | Backend | None = None,
+    timings: dict[str, float] | None = None,
+) -> Solution:
+    """Match and fit two catalogues (the part of registration after detection).
+
+    Parameters
+    ----------
+    src_cat, tmpl_cat : Catalog
+        Detections of the source and the template (with their image shapes).
+    detect, match, fit : settings, optional
+        Filtering, matching and fitting settings (defaults when None).
+    backend : str or Backend, optional
+        Where the neighbour queries run (KD-tree on NumPy, chunked distance matrices
+        on a GPU); the small fits stay on the host.
+    timings : dict, optional
+        Filled with the seconds of the ``match`` and ``fit`` stages.
+
+    Returns
+    -------
+    Solution
+    """
+    det = DetectSettings() if detect is None else detect
+    mat = MatchSettings() if match is None else match
+    fit = FitSettings() if fit is None else fit
+    be = None if backend is None else get_backend(backend)
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    max_match_dist, min_n_match = mat.max_match_dist, mat.min_n_match
+    min_sep = 2.0 * max_match_dist if det.min_sep is None else det.min_sep
+    fkw = dict(min_fwhm=det.min_fwhm, bad_flag_bits=det.bad_flag_bits, min_sep=min_sep,
+               n_det=det.n_det)
+    src = filter_catalog(src_cat, **fkw)
+    tmpl = filter_catalog(tmpl_cat, **fkw)
+    for name, cat, raw in (("source", src, src_cat), ("template", tmpl, tmpl_cat)):
+        if len(cat) < 4:
+            raise TooFewStars(
+                f"only {len(cat)} usable stars in the {name} ({len(raw)} detected)",
+                hint="lower sep_thresh, min_fwhm or min_sep",
+            )
+    quad_src = filter_catalog(src, edge_buffer=mat.quad_edge_buffer)
+    quad_tmpl = filter_catalog(tmpl, edge_buffer=mat.quad_edge_buffer)
+    for name, inner, cat in (("source", quad_src, src), ("template", quad_tmpl, tmpl)):
+        if len(inner) < 4 and cat.shape is not None:
+            # Mostly off the image: a catalogue in another pixel frame, not a sparse field.
+            ny, nx = cat.shape
+            off = (cat.x < -0.5) | (cat.x > nx - 0.5) | (cat.y < -0.5) | (cat.y > ny - 0.5)
+            if off.sum() > len(cat) / 2:
+                raise TooFewStars(
+                    f"only {int((~off).sum())} of the {len(cat)} usable {name} stars lie "
+                    f"inside the {nx}x{ny} {name} image",
+                    hint="check that a given catalogue is in the image's pixel frame "
+                    "(0-based x = column, y = row)",
+                )
+    quad_opts = {k: v for k, v in mat.as_dict().items() if k != "quad_edge_buffer"}
+    qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be)
+    timings["match"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rkw = dict(max_match_dist=max_match_dist, spline_order=fit.spline_order,
+               min_n_match=min_n_match, backend=be)
+    t, inl_t, inl_s, inl_sig, degree, scores, tol = _refine(src, tmpl, qs.matrix, **rkw)
+    # Once the mapping is known to ~tol, stars with a neighbour beyond 2.5 tol cannot
+    # be confused: a last pass with that looser crowding filter adds the stars the
+    # matching stage had to leave out (crowded fields).
+    final_sep = 2.5 * tol
+    if min_sep > final_sep:
+        fkw["min_sep"] = final_sep
+        more = _refine(filter_catalog(src_cat, **fkw), filter_catalog(tmpl_cat, **fkw), t,
+                       tol=tol, **rkw)
+        if len(more[1]) > len(inl_t):
+            t, inl_t, inl_s, inl_sig, degree, scores, tol = more
+    t, model, model_scores = select_model(fit.transform, t, inl_t, inl_s, inl_sig, degree,
+                                          template_norm(tmpl))
+    t, dist, complexity, dist_scores = select_distortion(
+        fit.distortion, t, inl_t, inl_s, inl_sig, degree=degree, norm=template_norm(tmpl),
+        linear=model, mirrored=qs.mirrored)
+    inv_norm = template_norm(src)
+    if dist == "poly":
+        inverse, _ = robust_fit_model(model, inl_s, inl_t, inl_sig, degree, inv_norm,
+                                      mirrored=qs.mirrored, clip_sigma=np.inf)
+    else:
+        inverse = fit_transform(dist, inl_s, inl_t, 1.0 / inl_sig**2, complexity=complexity,
+                                norm=inv_norm, linear=model, mirrored=qs.mirrored)
+    check_overlap(t, src.shape, tmpl.shape)
+    timings["fit"] = time.perf_counter() - t1
+    stats = fit_statistics(inverse, inl_t, inl_s)
+    return Solution(
+        t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
+        src_cat.shape, tmpl_cat.shape, timings, model, model_scores, dist, dist_scores,
+    )
+
+
+def check_overlap(
+    t: Transform, src_shape: tuple[int, int] | None, tmpl_shape: tuple[int, int] | None
+) -> None:
+    if src_shape is None or tmpl_shape is None:
+        return
+    ny, nx = tmpl_shape
+    gy, gx = np.meshgrid(np.linspace(0, ny - 1, 64), np.linspace(0, nx - 1, 64), indexing="ij")
+    sx, sy = t(gx, gy)
+    inside = (sx >= -0.5) & (sx <= src_shape[1] - 0.5) & (sy >= -0.5) & (sy <= src_shape[0] - 0.5)
+    if not inside.any():
+        raise NoOverlap(
+            "the fitted mapping puts no part of the source on the template grid",
+            hint="the match is probably wrong: check that the images show the same field",
+        )
+
+

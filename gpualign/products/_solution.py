@@ -1,0 +1,219 @@
+"""The found mapping and its evidence (:class:`Solution`), and its JSON file.
+
+A file holds the template -> source :class:`~gpualign.transform.Transform` (linear
+part and distortion model), its inverse, the image shapes it belongs to, the
+parity, degree, linear and distortion models, and the fit statistics and matched
+pairs. Every float64 loads back identical (:mod:`gpualign.transform._serialise`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpualign._errors import InputError
+from gpualign.transform import Transform
+from gpualign.transform._serialise import (
+    FORMAT,
+    VERSION,
+    decode_numbers,
+    encode,
+    read_json,
+    write_json,
+)
+
+__all__ = ["Solution", "save_solution", "load_solution", "save_transform", "load_transform",
+           "solution_to_dict", "solution_from_dict", "fit_statistics"]
+
+
+@dataclass
+class Solution:
+    """A found mapping and the evidence for it.
+
+    Attributes
+    ----------
+    transform : Transform
+        Template pixel -> source pixel (what the warp uses).
+    inverse : Transform
+        Source pixel -> template pixel, fitted on the same pairs.
+    template_xy, source_xy : ndarray, shape (N, 2)
+        The matched star pairs used in the final fit (inliers).
+    stats : dict
+        Fit statistics (see :func:`fit_statistics`).
+    degree : int
+        Degree of the distortion polynomial (1 = affine only).
+    mirrored : bool
+        Whether the source is a mirror image of the template.
+    cv_scores : dict
+        Held-out RMS (source px) per degree tried, from the final iteration.
+    source_shape, template_shape : tuple of int or None
+    timings : dict
+        Seconds per stage.
+    model : str
+        Linear part: ``"similarity"`` or ``"affine"``.
+    model_scores : dict
+        Held-out RMS per linear model tried.
+    distortion : str
+        Distortion model (``"poly"``, ``"tps"``; see :mod:`gpualign.transform`).
+    distortion_scores : dict
+        Held-out RMS per distortion model tried (``distortion="auto"``).
+    """
+
+    transform: Transform
+    inverse: Transform
+    template_xy: np.ndarray
+    source_xy: np.ndarray
+    stats: dict[str, float]
+    degree: int
+    mirrored: bool
+    cv_scores: dict[int, float]
+    source_shape: tuple[int, int] | None
+    template_shape: tuple[int, int] | None
+    timings: dict[str, float] = field(default_factory=dict)
+    model: str = "affine"
+    model_scores: dict[str, float] = field(default_factory=dict)
+    distortion: str = "poly"
+    distortion_scores: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: Any) -> None:
+        """Write this solution to a JSON file (exact round trip, see :meth:`load`)."""
+        save_solution(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> Solution:
+        """Read a solution written by :meth:`save` (or a bare transform file)."""
+        return load_solution(path)
+
+
+def fit_statistics(inverse: Transform, template_xy: np.ndarray, source_xy: np.ndarray) -> dict:
+    """Residuals of the matched pairs in template pixels (as spalipy's log_transform_stats)."""
+    r = inverse.map_points(source_xy) - template_xy
+    stats = {"n_match": int(len(r))}
+    for k, axis in enumerate("xy"):
+        stats[f"{axis}_mean"] = float(np.mean(r[:, k])) if len(r) else np.nan
+        stats[f"{axis}_median"] = float(np.median(r[:, k])) if len(r) else np.nan
+        stats[f"{axis}_std"] = float(np.std(r[:, k])) if len(r) else np.nan
+    stats["rms"] = float(np.sqrt(np.mean(np.sum(r**2, axis=1)))) if len(r) else np.nan
+    return stats
+
+
+def _transform_from(d: dict[str, Any]) -> Transform:
+    return Transform.from_dict({k: decode_numbers(v) for k, v in d.items()})
+
+
+def _shape(v: Any) -> tuple[int, int] | None:
+    return None if v is None else (int(v[0]), int(v[1]))
+
+
+def solution_to_dict(solution: Any) -> dict[str, Any]:
+    """A Solution (or a bare Transform) as a JSON-serialisable dict."""
+    if isinstance(solution, Transform):
+        return {"format": FORMAT, "version": VERSION, "transform": encode(solution.to_dict())}
+    if not isinstance(solution, Solution):
+        raise TypeError(f"cannot save a {type(solution).__name__}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "direction": "template pixel -> source pixel (0-based, x = column, y = row)",
+        "transform": encode(solution.transform.to_dict()),
+        "inverse": encode(solution.inverse.to_dict()),
+        "source_shape": encode(solution.source_shape),
+        "template_shape": encode(solution.template_shape),
+        "degree": int(solution.degree),
+        "mirrored": bool(solution.mirrored),
+        "model": getattr(solution, "model", "affine"),
+        "model_scores": encode(getattr(solution, "model_scores", {})),
+        **({"distortion": solution.distortion,
+            "distortion_scores": encode(solution.distortion_scores)}
+           if solution.distortion != "poly" else {}),
+        "stats": encode(solution.stats),
+        "cv_scores": encode({str(k): v for k, v in solution.cv_scores.items()}),
+        "template_xy": encode(np.asarray(solution.template_xy, dtype=np.float64)),
+        "source_xy": encode(np.asarray(solution.source_xy, dtype=np.float64)),
+        "timings": encode(solution.timings),
+    }
+
+
+def solution_from_dict(d: dict[str, Any]) -> Any:
+    """Inverse of :func:`solution_to_dict` (a bare transform gets an empty Solution)."""
+    if not isinstance(d, dict) or d.get("format") != FORMAT or "transform" not in d:
+        raise InputError("not a gpualign transform file",
+                         hint="write one with Solution.save() or gpualign align --save-transform")
+    if int(d.get("version", 0)) > VERSION:
+        raise InputError(f"transform file version {d.get('version')} is newer than this "
+                         f"gpualign reads ({VERSION})", hint="upgrade gpualign")
+    t = _transform_from(d["transform"])
+    if "inverse" in d:
+        inv = _transform_from(d["inverse"])
+    else:  # a bare transform: the inverse of its affine part
+        full = np.vstack([t.matrix, [0.0, 0.0, 1.0]])
+        inv = Transform.from_matrix(np.linalg.inv(full))
+    pairs = [np.array(decode_numbers(d.get(k, [])), dtype=np.float64).reshape(-1, 2)
+             for k in ("template_xy", "source_xy")]
+    return Solution(
+        transform=t,
+        inverse=inv,
+        template_xy=pairs[0],
+        source_xy=pairs[1],
+        stats={k: decode_numbers(v) for k, v in d.get("stats", {}).items()},
+        degree=int(d.get("degree", t.degree)),
+        mirrored=bool(d.get("mirrored", np.linalg.det(t.matrix[:, :2]) < 0)),
+        cv_scores={int(k): decode_numbers(v) for k, v in d.get("cv_scores", {}).items()},
+        source_shape=_shape(d.get("source_shape")),
+        template_shape=_shape(d.get("template_shape")),
+        timings={k: decode_numbers(v) for k, v in d.get("timings", {}).items()},
+        model=str(d.get("model", "affine")),
+        model_scores={k: decode_numbers(v) for k, v in d.get("model_scores", {}).items()},
+        distortion=str(d.get("distortion", t.distortion.name)),
+        distortion_scores={k: decode_numbers(v)
+                           for k, v in d.get("distortion_scores", {}).items()},
+    )
+
+
+def save_solution(solution: Any, path: str | os.PathLike) -> None:
+    """Write a Solution (or Transform) as JSON, atomically.
+
+    Parameters
+    ----------
+    solution : Solution or Transform
+        What to save.
+    path : str or path
+        Destination file (replaced if it exists).
+    """
+    write_json(solution_to_dict(solution), path)
+
+
+def load_solution(path: str | os.PathLike) -> Any:
+    """Read a file written by :func:`save_solution`.
+
+    Parameters
+    ----------
+    path : str or path
+        The JSON file.
+
+    Returns
+    -------
+    Solution
+    """
+    p = Path(path)
+    d = read_json(p)
+    try:
+        return solution_from_dict(d)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{p} is not a valid gpualign transform file ({exc})") from None
+
+
+def save_transform(transform: Transform, path: str | os.PathLike) -> None:
+    """Write a bare Transform as JSON (see :func:`save_solution`)."""
+    save_solution(transform, path)
+
+
+def load_transform(path: str | os.PathLike) -> Transform:
+    """Read the template -> source Transform of a transform file."""
+    return load_solution(path).transform

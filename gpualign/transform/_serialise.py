@@ -1,0 +1,88 @@
+"""JSON encoding shared by transform and solution files: exact floats, standard JSON.
+
+Floats are written with Python's shortest round-trip repr, so every float64 loads
+back identical; non-finite values (the clip box of an affine-only transform is
+infinite) are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpualign._errors import InputError
+from gpualign._system import write_text_atomic
+
+__all__ = ["FORMAT", "VERSION", "encode", "decode_numbers", "write_json", "read_json",
+           "transform_from_file_dict"]
+
+FORMAT = "gpualign-transform"
+VERSION = 1
+
+
+def encode(value: Any) -> Any:
+    """JSON-safe copy: arrays to lists, non-finite floats to strings."""
+    if isinstance(value, np.ndarray):
+        return encode(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else str(v)
+    return value
+
+
+def decode_numbers(value: Any) -> Any:
+    """Inverse of the non-finite encoding, recursively, for numeric fields."""
+    if isinstance(value, list):
+        return [decode_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode_numbers(v) for k, v in value.items()}
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def write_json(d: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``d`` (already encoded) as indented JSON, atomically."""
+    text = json.dumps(d, indent=1, allow_nan=False)
+    write_text_atomic(Path(path), text + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The parsed JSON of a transform file (InputError when missing or unreadable)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"transform file not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {p} as a transform file ({exc})".splitlines()[0],
+                         hint="write one with Solution.save()") from None
+
+
+def transform_from_file_dict(d: Any, path: Any = "") -> Any:
+    """The template -> source Transform of a parsed transform file."""
+    from gpualign.transform._transform import Transform
+
+    if not isinstance(d, dict) or d.get("format") != FORMAT or "transform" not in d:
+        raise InputError("not a gpualign transform file",
+                         hint="write one with Solution.save() or gpualign align --save-transform")
+    if int(d.get("version", 0)) > VERSION:
+        raise InputError(f"transform file version {d.get('version')} is newer than this "
+                         f"gpualign reads ({VERSION})", hint="upgrade gpualign")
+    try:
+        return Transform.from_dict(decode_numbers(d["transform"]))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{path} is not a valid gpualign transform file ({exc})") from None
