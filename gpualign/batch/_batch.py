@@ -107,6 +107,8 @@ def align_batch(
     source_ext: int | str | None = None,
     template_ext: int | str | None = None,
     dtype: Any = np.float32,
+    conserve_flux: bool = False,
+    preserve_footprints: bool = False,
     **find_kwargs: Any,
 ) -> list[FrameResult]:
     """Align many sources onto one template; one result per source, none raises.
@@ -127,8 +129,9 @@ def align_batch(
         Template detections instead of running sep.
     output_shape : tuple of int, optional
         ``(ny, nx)`` of the output (default: the template's).
-    interp_order, cval, backend, threads, dtype :
-        As in :func:`gpualign.align`.
+    interp_order, cval, backend, threads, dtype, conserve_flux, preserve_footprints :
+        As in :func:`gpualign.align`; the frames' own masks (masked arrays, NDData)
+        and NDData uncertainties are resampled as there.
     overwrite : bool
         Replace existing outputs.
     skip_existing : bool
@@ -182,7 +185,9 @@ def align_batch(
                      detect=det, match=mat, fit=fit, source_ext=source_ext,
                      interp_order=interp_order, cval=cval, backend=backend, threads=threads,
                      overwrite=overwrite, skip_existing=skip_existing,
-                     dtype=np.dtype(dtype).name, processes=processes, scheduler=scheduler,
+                     dtype=np.dtype(dtype).name, conserve_flux=bool(conserve_flux),
+                     preserve_footprints=bool(preserve_footprints),
+                     processes=processes, scheduler=scheduler,
                      workers=workers, show=bool(progress), timeout=timeout)
 
 

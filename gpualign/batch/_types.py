@@ -105,6 +105,8 @@ class BatchContext:
     overwrite: bool = False
     skip_existing: bool = False
     dtype: str = "float32"
+    conserve_flux: bool = False
+    preserve_footprints: bool = False
     log_level: int = logging.WARNING
 
 

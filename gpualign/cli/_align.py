@@ -30,8 +30,9 @@ __all__ = ["run_align", "SINGLE_SOURCE_OPTIONS"]
 
 #: ``gpualign align`` options that apply to a single source only.
 SINGLE_SOURCE_OPTIONS = ("source_mask", "mask_ext", "source_weight", "weight_ext",
-                         "weight_type", "conserve_flux", "preserve_footprints",
-                         "save_transform")
+                         "weight_type", "save_transform")
+#: Options of the output that apply to every source.
+EVERY_SOURCE_OPTIONS = ("conserve_flux", "preserve_footprints")
 
 
 def run_align(sources: list[Path], template: Path | None, output: Path, *,
@@ -44,7 +45,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               extras: dict[str, Any] | None = None) -> None:
     """Align each source onto the template; several sources go into a directory.
 
-    ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` (None or False: not given).
+    ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` and
+    :data:`EVERY_SOURCE_OPTIONS` (None or False: not given).
 
     Raises
     ------
@@ -53,8 +55,9 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
     """
     det, mat, fit = settings
     extras = {k: v for k, v in (extras or {}).items() if v not in (None, False)}
-    if extras and len(sources) > 1:
-        raise InputError(f"--{next(iter(extras)).replace('_', '-')} applies to a single "
+    single = [k for k in extras if k in SINGLE_SOURCE_OPTIONS]
+    if single and len(sources) > 1:
+        raise InputError(f"--{single[0].replace('_', '-')} applies to a single "
                          "source", hint="use gpualign apply for the other images")
     if len(sources) > 1 and source_cat is not None:
         raise InputError("--source-cat applies to a single source")
@@ -89,7 +92,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         sources, cat, side.header, side.shape, _outdir(output), detect=det, match=mat,
         fit=fit, source_ext=source_ext, interp_order=interp_order, cval=cval,
         backend=be.name, threads=threads, overwrite=overwrite, skip_existing=skip_existing,
-        scheduler=scheduler, workers=workers, show=False if quiet else None)
+        scheduler=scheduler, workers=workers, show=False if quiet else None,
+        **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
     if not quiet:
         typer.echo(summary_table(results))
     if any(not r.ok for r in results):

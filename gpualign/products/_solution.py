@@ -20,6 +20,7 @@ from gpualign.transform import Transform
 from gpualign.transform._serialise import (
     FORMAT,
     VERSION,
+    check_file_dict,
     decode_numbers,
     encode,
     read_json,
@@ -140,12 +141,7 @@ def solution_to_dict(solution: Any) -> dict[str, Any]:
 
 def solution_from_dict(d: dict[str, Any]) -> Any:
     """Inverse of :func:`solution_to_dict` (a bare transform gets an empty Solution)."""
-    if not isinstance(d, dict) or d.get("format") != FORMAT or "transform" not in d:
-        raise InputError("not a gpualign transform file",
-                         hint="write one with Solution.save() or gpualign align --save-transform")
-    if int(d.get("version", 0)) > VERSION:
-        raise InputError(f"transform file version {d.get('version')} is newer than this "
-                         f"gpualign reads ({VERSION})", hint="upgrade gpualign")
+    check_file_dict(d)
     t = _transform_from(d["transform"])
     if "inverse" in d:
         inv = _transform_from(d["inverse"])

@@ -19,7 +19,7 @@ from gpualign._errors import InputError
 from gpualign._system import write_text_atomic
 
 __all__ = ["FORMAT", "VERSION", "encode", "decode_numbers", "write_json", "read_json",
-           "transform_from_file_dict"]
+           "check_file_dict"]
 
 FORMAT = "gpualign-transform"
 VERSION = 1
@@ -72,17 +72,11 @@ def read_json(path: str | os.PathLike) -> Any:
                          hint="write one with Solution.save()") from None
 
 
-def transform_from_file_dict(d: Any, path: Any = "") -> Any:
-    """The template -> source Transform of a parsed transform file."""
-    from gpualign.transform._transform import Transform
-
+def check_file_dict(d: Any) -> None:
+    """InputError unless ``d`` is a parsed transform file this version can read."""
     if not isinstance(d, dict) or d.get("format") != FORMAT or "transform" not in d:
         raise InputError("not a gpualign transform file",
                          hint="write one with Solution.save() or gpualign align --save-transform")
     if int(d.get("version", 0)) > VERSION:
         raise InputError(f"transform file version {d.get('version')} is newer than this "
                          f"gpualign reads ({VERSION})", hint="upgrade gpualign")
-    try:
-        return Transform.from_dict(decode_numbers(d["transform"]))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InputError(f"{path} is not a valid gpualign transform file ({exc})") from None

@@ -16,6 +16,13 @@ import numpy as np
 
 from gpualign.transform._model import Box, DistortionModel, model_from_dict
 from gpualign.transform._polynomial import NO_CLIP, PolynomialDistortion
+from gpualign.transform._serialise import (
+    FORMAT,
+    VERSION,
+    encode,
+    read_json,
+    write_json,
+)
 
 __all__ = ["Transform"]
 
@@ -207,14 +214,12 @@ class Transform:
 
     def save(self, path: Any) -> None:
         """Write this transform to a JSON file (exact round trip, see :meth:`load`)."""
-        from gpualign.transform._serialise import FORMAT, VERSION, encode, write_json
-
         write_json({"format": FORMAT, "version": VERSION, "transform": encode(self.to_dict())},
                    path)
 
     @classmethod
     def load(cls, path: Any) -> Transform:
         """Read the transform of a file written by :meth:`save` or ``Solution.save``."""
-        from gpualign.transform._serialise import read_json, transform_from_file_dict
+        from gpualign.transform._serialise import transform_from_file_dict
 
         return transform_from_file_dict(read_json(path), path)
