@@ -301,11 +301,10 @@ def _no_hugepage_advice() -> None:
     """Stop NumPy advising transparent huge pages for new large arrays (CLI only).
 
     NumPy calls ``madvise(MADV_HUGEPAGE)`` on every array of 4 MB or more. Where the
-    kernel then compacts memory to find huge pages (``defrag=madvise``, as on the
-    2-core benchmark VM), first touching a fresh 64 MB array took 0.14 s instead of
-    0.035 s, and a 4096^2 run allocates about ten of them: 0.3 s of its 2.8 s.
-    gpualign's arrays are streamed through once, where huge pages buy little. A
-    ``NUMPY_MADVISE_HUGEPAGE`` set by the user wins. Library calls never change it.
+    kernel then compacts memory to find huge pages (``defrag=madvise``), first
+    touching a fresh array costs several times more, and gpualign's arrays are
+    streamed through once, where huge pages buy little. A ``NUMPY_MADVISE_HUGEPAGE``
+    set by the user wins. Library calls never change it.
     """
     import os
 

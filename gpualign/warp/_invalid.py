@@ -1,7 +1,8 @@
 """Invalid (NaN/inf) source pixels: where they are, filling them, growing them.
 
-The warp must never spread invalid pixels (issue 4) and must stay within the memory
-bound at mosaic scale (issue 5), where a NaN border touches every row. So:
+The warp must never spread invalid pixels beyond the interpolation kernel's reach,
+and must stay within its memory bound at mosaic scale, where a NaN border touches
+every row. So:
 
 * :class:`PackedMask` holds a 2-D boolean mask at one bit per pixel (8 times less
   than a bool array: 112 MB instead of 900 MB for a 30000^2 source), built and read

@@ -23,13 +23,13 @@ from gpualign._system import usable_cores
 from gpualign.backend import Backend, _host
 from gpualign.transform import Transform
 from gpualign.warp._invalid import PackedMask, fill_invalid, grow_invalid
+from gpualign.warp._sampler import TileSampler, _mask_at, empty_like_tile  # noqa: F401
 
 log = logging.getLogger("gpualign")
 
 __all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for"]
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
-COL_BLOCK = 512  # output columns sampled at a time within a row tile (CPU)
 PREFILTER_COLS = 256  # columns per block of the prefilter's axis-0 pass (CPU)
 
 
@@ -224,21 +224,6 @@ def _use_fused(backend: Backend, method: str) -> bool:
     return _FUSED_STATUS[key]
 
 
-def _mask_at(xp: Any, mask: PackedMask, coords: Any) -> Any:
-    """``mask`` at the nearest pixel of each ``[sy, sx]``, edges extended ('nearest').
-
-    What ``map_coordinates(mask, coords, order=0, mode="nearest")`` gives (index
-    ``floor(s + 0.5)`` clipped to the image), unpacking only the rows and columns the
-    coordinates reach.
-    """
-    ny, nx = mask.shape
-    iy = xp.clip(xp.floor(coords[0] + 0.5), 0, ny - 1).astype(xp.int64)
-    ix = xp.clip(xp.floor(coords[1] + 0.5), 0, nx - 1).astype(xp.int64)
-    r0, c0 = int(iy.min()), int(ix.min())
-    sub = mask.rows(r0, int(iy.max()) + 1, c0, int(ix.max()) + 1)
-    return sub[iy - r0, ix - c0]
-
-
 def warp(
     image: np.ndarray,
     transform: Transform,
@@ -302,79 +287,24 @@ def warp(
     """
     if not 0 <= int(order) <= 5:
         raise ValueError(f"interp_order must be 0-5, got {order}")
-    xp, ndi = backend.xp, backend.ndimage
+    xp = backend.xp
     ny, nx = (int(output_shape[0]), int(output_shape[1]))
     threads = default_threads() if threads is None else max(1, int(threads))
     if backend.name != "numpy":
         threads = 1
     host = np.ascontiguousarray(image, dtype=np.float32)
-    src = backend.to_device(host)
-    sh, sw = host.shape
-    # On the device: the image crosses over once, nothing else. Checked in row blocks
-    # first, so a clean mosaic never gets a full-frame mask (900 MB at 30000^2).
-    # Invalid pixels at one bit per pixel, found in row blocks: a clean mosaic never
-    # gets a full-frame mask, a NaN-bordered one gets 1/8 of a byte per pixel.
-    bad = PackedMask.of_invalid(xp, src)
-    has_bad = bad is not None
-    reach = kernel_reach(order)
-    size = 2 * reach + 1
-    bad_grown = None
-    if has_bad:
-        src = fill_invalid(backend, src, bad, in_place=overwrite_input)
-        bad_grown = grow_invalid(backend, bad, reach)
-    del bad
-    # After fill_invalid, src is a private array: filter it in place.
-    coeffs = prefilter(backend, src, order, threads, overwrite=overwrite_input or has_bad)
-    del src
-    planes: list[tuple[int, Any]] = []
-    mask_dtype = None
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.shape != host.shape:
-            raise ValueError(f"mask shape {m.shape} differs from image shape {host.shape}")
-        mask_dtype = np.uint8 if m.dtype == bool else m.dtype
-        if m.dtype.kind not in "biu":
-            m = m.astype(np.uint64)
-        present = _bits_present(m)
-        if present:
-            m_dev = backend.to_device(np.ascontiguousarray(m))  # once; planes on the device
-            for bit in range(64):
-                if present >> bit & 1:
-                    plane = _bit_plane(xp, m_dev, bit)
-                    planes.append((bit, ndi.maximum_filter(plane, size=size, mode="nearest")))
-            del m_dev
-    whole = (0, 0) if sink is not None else (ny, nx)  # with a sink: per-tile buffers
-    out = xp.empty(whole, dtype=dtype)
-    foot = xp.empty(whole, dtype=bool)
-    out_mask = xp.zeros(whole, dtype=mask_dtype) if mask is not None else None
+    coeffs, bad_grown = _prepare_source(backend, host, order, threads, overwrite_input)
+    planes, mask_dtype = _mask_planes(backend, mask, host.shape, order)
     rows = tile_rows or tile_rows_for(
         backend, ny, nx, dtype=dtype, n_planes=len(planes), has_bad=bad_grown is not None,
         mask_itemsize=np.dtype(mask_dtype).itemsize if mask_dtype is not None else 0)
-    fill = xp.asarray(cval, dtype=dtype)
-
     # The fused kernel evaluates the polynomial model; other models' coordinates are
     # computed on the backend and sampled by the generic path.
     fused = _use_fused(backend, method) and transform.is_polynomial
-    on_host = backend.name == "numpy"
-
-    def tile_coords(y0: int, y1: int, x0: int = 0, x1: int = nx) -> tuple[Any, Any]:
-        coords = transform.source_coords(xp, x0, x1, y0, y1)  # [sy, sx]
-        sy, sx = coords[0], coords[1]
-        lo, hi = -0.5, (sh - 0.5, sw - 0.5)
-        # Most tiles lie wholly inside the source: four reductions, no masks.
-        if (float(sy.min()) >= lo and float(sy.max()) <= hi[0]
-                and float(sx.min()) >= lo and float(sx.max()) <= hi[1]):
-            return coords, None
-        inside = sx >= lo
-        inside &= sx <= hi[1]
-        inside &= sy >= lo
-        inside &= sy <= hi[0]
-        return coords, inside
-
-    # On the CPU a row tile is sampled in blocks of columns: the source pixels one
-    # block reads then stay in the cache (whole 16k rows read ~40 MB per tile, and
-    # the gather ran 3-4x slower per pixel than on 8k rows). Same per-pixel maths.
-    cols = nx if fused or backend.name != "numpy" else max(1, COL_BLOCK)
+    sampler = TileSampler(backend, transform, coeffs, host.shape, (ny, nx), int(order), dtype,
+                          cval, bad_grown, planes, mask_dtype, fused)
+    whole = (0, 0) if sink is not None else (ny, nx)  # with a sink: per-tile buffers
+    out, foot, out_mask = empty_like_tile(xp, whole[0], whole[1], dtype, mask_dtype)
 
     def do_tile(y0: int) -> None:
         y1 = min(y0 + rows, ny)
@@ -382,60 +312,72 @@ def warp(
             o, f = out[y0:y1], foot[y0:y1]
             m = out_mask[y0:y1] if out_mask is not None else None
         else:
-            o, f = xp.empty((y1 - y0, nx), dtype=dtype), xp.empty((y1 - y0, nx), dtype=bool)
-            m = xp.zeros((y1 - y0, nx), dtype=mask_dtype) if mask is not None else None
-        for x0 in range(0, nx, cols):
-            x1 = min(x0 + cols, nx)
-            whole = x0 == 0 and x1 == nx
-            do_block(y0, y1, x0, x1, o if whole else o[:, x0:x1],
-                     f if whole else f[:, x0:x1],
-                     m if whole or m is None else m[:, x0:x1])
+            o, f, m = empty_like_tile(xp, y1 - y0, nx, dtype, mask_dtype)
+        sampler.tile(y0, y1, o, f, m)
         if sink is not None:
             sink(y0, y1, backend.to_host(o), backend.to_host(f),
                  None if m is None else backend.to_host(m))
 
-    def do_block(y0: int, y1: int, x0: int, x1: int, o: Any, f: Any, m: Any) -> None:
-        coords = None
-        if fused:
-            # One kernel computes each pixel's source position and samples it.
-            from gpualign.backend import _kernels
+    _run_tiles(do_tile, list(range(0, ny, rows)), threads)
+    if sink is not None:
+        return WarpResult(None, None, None)  # type: ignore[arg-type]
+    host_mask = None
+    if out_mask is not None:
+        host_mask = backend.to_host(out_mask)
+        if np.asarray(mask).dtype == bool:
+            host_mask = host_mask.astype(bool)
+    return WarpResult(backend.to_host(out), backend.to_host(foot), host_mask)
 
-            direct = False
-            vals, inside = _kernels.fused_warp(
-                xp, coeffs, transform, (ny, nx), y0, y1, order, float("nan")
-            )
-            if bad_grown is not None or planes:
-                coords, _ = tile_coords(y0, y1)
-        else:
-            coords, inside = tile_coords(y0, y1, x0, x1)
-            # float32 output: sampled straight into the output rows, no temporary.
-            direct = o.dtype == xp.float32
-            vals = o if direct else xp.empty((y1 - y0, x1 - x0), dtype=xp.float32)
-            # NumPy: the kernels' sampler built for the host when installed (SciPy's
-            # values bit for bit, twice as fast), else SciPy itself.
-            if not (on_host and _host.sample(coeffs, coords, order, vals)):
-                ndi.map_coordinates(
-                    coeffs, coords, order=order, mode="mirror", prefilter=False, output=vals
-                )
-            if inside is None:
-                inside = xp.ones(vals.shape, dtype=bool)
-        if bad_grown is not None:
-            inside &= ~_mask_at(xp, bad_grown, coords)
-        if not direct:
-            o[...] = xp.where(inside, vals.astype(dtype, copy=False), fill)
-        elif not bool(inside.all()):
-            o[...] = xp.where(inside, vals, fill)
-        f[...] = inside
-        if m is not None:
-            acc = xp.zeros(inside.shape, dtype=mask_dtype)
-            for bit, plane in planes:
-                hit = ndi.map_coordinates(plane, coords, order=0, mode="nearest")
-                acc |= (hit.astype(mask_dtype) << bit) if bit else hit.astype(mask_dtype)
-            m[...] = acc
 
+def _prepare_source(backend: Backend, host: np.ndarray, order: int, threads: int,
+                    overwrite_input: bool) -> tuple[Any, PackedMask | None]:
+    """The source on the device, invalid pixels filled, prefiltered; and the grown mask.
+
+    The image crosses to the device once, nothing else. Invalid pixels are found in
+    row blocks and kept at one bit per pixel, so a clean mosaic never gets a
+    full-frame mask and a NaN-bordered one gets 1/8 of a byte per pixel.
+    """
+    src = backend.to_device(host)
+    bad = PackedMask.of_invalid(backend.xp, src)
+    bad_grown = None
+    if bad is not None:
+        src = fill_invalid(backend, src, bad, in_place=overwrite_input)
+        bad_grown = grow_invalid(backend, bad, kernel_reach(order))
+    del bad
+    # After fill_invalid, src is a private array: filter it in place.
+    coeffs = prefilter(backend, src, order, threads,
+                       overwrite=overwrite_input or bad_grown is not None)
+    return coeffs, bad_grown
+
+
+def _mask_planes(backend: Backend, mask: Any, shape: tuple[int, ...],
+                 order: int) -> tuple[list[tuple[int, Any]], Any]:
+    """Each set bit of the source mask as a 0/1 plane grown by the kernel's reach."""
+    if mask is None:
+        return [], None
+    xp, ndi = backend.xp, backend.ndimage
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise ValueError(f"mask shape {m.shape} differs from image shape {tuple(shape)}")
+    mask_dtype = np.uint8 if m.dtype == bool else m.dtype
+    if m.dtype.kind not in "biu":
+        m = m.astype(np.uint64)
+    planes: list[tuple[int, Any]] = []
+    present = _bits_present(m)
+    if present:
+        size = 2 * kernel_reach(order) + 1
+        m_dev = backend.to_device(np.ascontiguousarray(m))  # once; planes on the device
+        for bit in range(64):
+            if present >> bit & 1:
+                plane = _bit_plane(xp, m_dev, bit)
+                planes.append((bit, ndi.maximum_filter(plane, size=size, mode="nearest")))
+    return planes, mask_dtype
+
+
+def _run_tiles(do_tile: Any, starts: list[int], threads: int) -> None:
+    """``do_tile(y0)`` for every tile, in threads on the CPU, with a progress display."""
     from gpualign._progress import progress
 
-    starts = list(range(0, ny, rows))
     with progress(len(starts), "warp", unit="tiles", min_total=64) as advance:
         if threads > 1 and len(starts) > 1:
             with ThreadPoolExecutor(threads) as pool:
@@ -445,11 +387,3 @@ def warp(
             for y0 in starts:
                 do_tile(y0)
                 advance()
-    if sink is not None:
-        return WarpResult(None, None, None)  # type: ignore[arg-type]
-    host_mask = None
-    if out_mask is not None:
-        host_mask = backend.to_host(out_mask)
-        if np.asarray(mask).dtype == bool:
-            host_mask = host_mask.astype(bool)
-    return WarpResult(backend.to_host(out), backend.to_host(foot), host_mask)
