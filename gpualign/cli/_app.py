@@ -80,6 +80,23 @@ def main_callback(
 Verbose = Annotated[
     int, typer.Option("-v", "--verbose", count=True, help="-v: fit stats, -vv: debug")
 ]
+# Options that gpualign align and gpualign apply share.
+SourceMask = Annotated[
+    Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+]
+MaskExt = Annotated[str | None, typer.Option(help="FITS extension of the mask.")]
+SourceWeight = Annotated[
+    Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+]
+WeightExt = Annotated[str | None, typer.Option(help="FITS extension of the weight.")]
+ConserveFlux = Annotated[
+    bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+]
+PreserveFootprints = Annotated[
+    bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+]
+InterpOrder = Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")]
+Cval = Annotated[float, typer.Option(help="Value of pixels with no data.")]
 
 
 @app.command()
@@ -141,8 +158,8 @@ def align(
     distortion: Annotated[
         str, typer.Option(help="Distortion model: poly, tps or auto (by held-out error).")
     ] = "poly",
-    interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
-    cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
+    interp_order: InterpOrder = 3,
+    cval: Cval = float("nan"),
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
     simple: Annotated[
@@ -159,23 +176,15 @@ def align(
         int | None, typer.Option(min=1, help="Run the frames on a local Dask cluster of N.")
     ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")] = False,
-    source_mask: Annotated[
-        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
-    ] = None,
-    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
-    source_weight: Annotated[
-        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
-    ] = None,
-    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    source_mask: SourceMask = None,
+    mask_ext: MaskExt = None,
+    source_weight: SourceWeight = None,
+    weight_ext: WeightExt = None,
     weight_type: Annotated[
         str | None, typer.Option(help="variance (default), inverse_variance or stddev.")
     ] = None,
-    conserve_flux: Annotated[
-        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
-    ] = False,
-    preserve_footprints: Annotated[
-        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
-    ] = False,
+    conserve_flux: ConserveFlux = False,
+    preserve_footprints: PreserveFootprints = False,
     save_transform: Annotated[
         Path | None, typer.Option(help="Save the found transform (JSON) for gpualign apply.")
     ] = None,
@@ -228,28 +237,20 @@ def apply(
         Path | None, typer.Option("-t", "--template", help="Template FITS (its header/WCS).")
     ] = None,
     template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
-    source_mask: Annotated[
-        Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
-    ] = None,
-    mask_ext: Annotated[str | None, typer.Option(help="FITS extension of the mask.")] = None,
-    source_weight: Annotated[
-        Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
-    ] = None,
-    weight_ext: Annotated[str | None, typer.Option(help="FITS extension of the weight.")] = None,
+    source_mask: SourceMask = None,
+    mask_ext: MaskExt = None,
+    source_weight: SourceWeight = None,
+    weight_ext: WeightExt = None,
     weight_type: Annotated[
         str, typer.Option(help="variance, inverse_variance or stddev.")
     ] = "variance",
     output_shape: Annotated[
         tuple[int, int] | None, typer.Option(help="Output NY NX (default: from the file).")
     ] = None,
-    interp_order: Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")] = 3,
-    cval: Annotated[float, typer.Option(help="Value of pixels with no data.")] = float("nan"),
-    conserve_flux: Annotated[
-        bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
-    ] = False,
-    preserve_footprints: Annotated[
-        bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
-    ] = False,
+    interp_order: InterpOrder = 3,
+    cval: Cval = float("nan"),
+    conserve_flux: ConserveFlux = False,
+    preserve_footprints: PreserveFootprints = False,
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
