@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gpualign.fit._selection import _held_out_sq
+from gpualign.fit._selection import held_out_sq_errors
 from gpualign.transform import Transform, fit_transform
 
 log = logging.getLogger("gpualign")
@@ -149,7 +149,7 @@ def select_distortion(option: str, poly_fit: Transform, tmpl_xy: np.ndarray,
     scores = {"tps": float(np.sqrt(np.sum(w * e_tps) / np.sum(w)))}
     if option == "auto":
         folds = np.random.default_rng(seed).permutation(n) % k
-        e_poly = _held_out_sq(linear, tmpl_xy, src_xy, w, degree, norm, mirrored, folds, k)
+        e_poly = held_out_sq_errors(linear, tmpl_xy, src_xy, w, degree, norm, mirrored, folds, k)
         if not np.isfinite(e_poly).all():
             return poly_fit, "poly", degree, scores
         scores["poly"] = float(np.sqrt(np.sum(w * e_poly) / np.sum(w)))

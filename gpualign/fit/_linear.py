@@ -16,7 +16,7 @@ import numpy as np
 
 from gpualign._errors import InputError
 from gpualign.fit._robust import robust_fit
-from gpualign.transform import Transform, fit_polynomial, fit_similarity
+from gpualign.transform import Transform, fit_transform
 
 log = logging.getLogger("gpualign")
 
@@ -44,9 +44,12 @@ def fit_model(
     norm: tuple[float, float, float, float],
     *,
     mirrored: bool = False,
-    clip_margin: float = 0.02,
+    distortion: str = "poly",
 ) -> Transform:
-    """Weighted least-squares fit of a similarity or affine map with polynomial surfaces.
+    """Weighted least-squares fit of a similarity or affine map with distortion surfaces.
+
+    Goes through the distortion-model interface (:func:`gpualign.transform.fit_transform`),
+    so the same selection code serves every registered model.
 
     Parameters
     ----------
@@ -57,24 +60,22 @@ def fit_model(
     weights : ndarray, shape (N,)
         Inverse variances.
     degree : int
-        Total degree of the surfaces (<= 1: none).
+        The distortion model's complexity (the polynomial's total degree; <= 1: none).
     norm : tuple
         ``(cx, cy, hx, hy)`` normalisation of the template coordinates.
     mirrored : bool
         Parity of a similarity (a flipped source: negative determinant).
-    clip_margin : float
-        Surfaces are clipped to the stars' box grown by this fraction.
+    distortion : str
+        Registered distortion model.
 
     Returns
     -------
     Transform
     """
-    if model == "affine":
-        return fit_polynomial(tmpl_xy, src_xy, weights, degree, norm, clip_margin)
-    if model != "similarity":
+    if model not in ("affine", "similarity"):
         raise ValueError(f"unknown model {model!r}")
-    return fit_similarity(tmpl_xy, src_xy, weights, degree, norm, mirrored=mirrored,
-                          clip_margin=clip_margin)
+    return fit_transform(distortion, tmpl_xy, src_xy, weights, complexity=degree, norm=norm,
+                         linear=model, mirrored=mirrored)
 
 
 def robust_fit_model(

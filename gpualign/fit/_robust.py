@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gpualign.transform import Transform, fit_polynomial, n_terms
+from gpualign.transform import Transform, fit_transform, n_terms
 
 log = logging.getLogger("gpualign")
 
@@ -46,7 +46,7 @@ def robust_fit(
     max_iter : int
     fit : callable, optional
         ``fit(tmpl_xy, src_xy, weights) -> Transform``; default: the full affine +
-        polynomial of ``degree`` (:func:`gpualign.transform.fit_polynomial`).
+        polynomial of ``degree``, through the distortion-model interface.
 
     Returns
     -------
@@ -55,7 +55,7 @@ def robust_fit(
     """
     if fit is None:
         def fit(t_xy: np.ndarray, s_xy: np.ndarray, w: np.ndarray) -> Transform:
-            return fit_polynomial(t_xy, s_xy, w, degree, norm)
+            return fit_transform("poly", t_xy, s_xy, w, complexity=degree, norm=norm)
 
     keep = np.ones(len(tmpl_xy), bool)
     w = 1.0 / sigma**2

@@ -20,7 +20,7 @@ from gpualign.transform._polynomial import design_matrix
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["choose_degree", "choose_model", "select_model", "MAX_DEGREE"]
+__all__ = ["choose_degree", "choose_model", "select_model", "held_out_sq_errors", "MAX_DEGREE"]
 
 MAX_DEGREE = 7
 MIN_PAIRS_PER_TERM = 5
@@ -133,10 +133,15 @@ def choose_degree(
     return chosen, {d: float(np.sqrt(v)) for d, v in mean.items()}
 
 
-def _held_out_sq(
+def held_out_sq_errors(
     model: str, tmpl_xy: np.ndarray, src_xy: np.ndarray, w: np.ndarray, degree: int,
     norm: tuple[float, float, float, float], mirrored: bool, folds: np.ndarray, k: int,
 ) -> np.ndarray:
+    """Each pair's squared k-fold held-out residual under a linear model plus surfaces.
+
+    ``folds`` assigns every pair to one of ``k`` folds; each fold is predicted by a fit
+    (:func:`gpualign.fit.fit_model`) to the others.
+    """
     e = np.full(len(tmpl_xy), np.nan)
     for f in range(k):
         test = folds == f
@@ -197,7 +202,7 @@ def choose_model(
         return "affine", {}
     w = 1.0 / sigma**2
     folds = np.random.default_rng(seed).permutation(n) % k
-    errs = {m: _held_out_sq(m, tmpl_xy, src_xy, w, degree, norm, mirrored, folds, k)
+    errs = {m: held_out_sq_errors(m, tmpl_xy, src_xy, w, degree, norm, mirrored, folds, k)
             for m in ("similarity", "affine")}
     if not all(np.isfinite(e).all() for e in errs.values()):
         return "affine", {}

@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from gpualign._errors import InputError
 from gpualign.transform._model import Box, DistortionModel, model_from_dict
 from gpualign.transform._polynomial import NO_CLIP, PolynomialDistortion
 from gpualign.transform._serialise import (
     FORMAT,
     VERSION,
+    check_file_dict,
+    decode_numbers,
     encode,
     read_json,
     write_json,
@@ -220,6 +223,9 @@ class Transform:
     @classmethod
     def load(cls, path: Any) -> Transform:
         """Read the transform of a file written by :meth:`save` or ``Solution.save``."""
-        from gpualign.transform._serialise import transform_from_file_dict
-
-        return transform_from_file_dict(read_json(path), path)
+        d = read_json(path)
+        check_file_dict(d)
+        try:
+            return cls.from_dict(decode_numbers(d["transform"]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise InputError(f"{path} is not a valid gpualign transform file ({exc})") from None
