@@ -1,6 +1,6 @@
 #!/bin/sh
-# The CUDA image's test command: the gpu-marked tests (tests/test_gpu_pipeline.py,
-# tests/test_kernels_gpu.py, ...) against the gpualign installed in the image.
+# The CUDA image's test command: the gpu-marked tests (tests/gpu/test_gpu_pipeline.py,
+# tests/gpu/test_kernels_gpu.py, ...) against the gpualign installed in the image.
 # Copied to /usr/local/bin/gpualign-gpu-tests by docker/Dockerfile.cuda:
 #
 #   docker run --rm --gpus all --entrypoint gpualign-gpu-tests gpualign:cuda [PYTEST ARGS]

@@ -1,5 +1,5 @@
 // gpualign per-pixel warp maths, shared by the CUDA kernels (warp_fused.cu) and
-// by the host test shim (tests/kernels_host_shim.cpp, compiled with g++).
+// by the host test shim (tests/warp/kernels_host_shim.cpp, compiled with g++).
 //
 // Everything here reproduces the reference warp of spec/DESIGN.md:
 //   * the Transform (template pixel -> source pixel): affine + clipped polynomial

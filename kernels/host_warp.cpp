@@ -6,7 +6,7 @@
 // sample_mirror<ORDER> follows scipy's ni_interpolation.c operation for operation
 // (coordinate mirroring, first tap, weights, summation order), so the values equal
 // scipy.ndimage.map_coordinates(img, coords, order, mode="mirror", prefilter=False,
-// output=float32) bit for bit (tests/test_host_warp.py); it only does less
+// output=float32) bit for bit (tests/warp/test_host_warp.py); it only does less
 // generic work per pixel.
 //
 // The prefilter is the recursive B-spline filter of Unser, Aldroubi & Eden (1991,

@@ -3,7 +3,7 @@
 // Loaded by gpualign/_backend/_kernels.py through cupy.RawModule (NVRTC); the loader
 // inlines gpualign_warp.cuh in place of the #include below so that CuPy's on-disk
 // kernel cache is keyed on the full source. The per-pixel maths lives in the header
-// and is tested on the host against SciPy (tests/test_kernels_host.py).
+// and is tested on the host against SciPy (tests/warp/test_kernels_host.py).
 //
 // Launch geometry (both kernels): 2-D blocks, e.g. (32, 8, 1); grid.x covers the
 // output columns, grid.y may be smaller than needed (at most 65535): each thread

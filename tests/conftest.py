@@ -3,12 +3,19 @@
 Simulating a 1024x1024 pair and solving it each take ~0.1-0.3 s; several tests look at
 the same pair (its degree, its accuracy, its matched stars), so pairs and solutions are
 memoised for the whole session through the ``make_pair`` and ``solve_pair`` fixtures.
+
+The tests sit in one folder per gpualign subpackage (plus gpu/ and packaging/), without
+``__init__.py`` (pytest's default import mode: basenames are unique across folders).
+The strict CuPy stand-in lives in tests/gpu/strict_cupy; tests/gpu goes on ``sys.path``
+here so that ``import strict_cupy`` works from every folder (backend/, batch/, ...).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +30,10 @@ from gpualign._simulate import (
     position_errors,
     simulate_pair,
 )
+
+_GPU_TESTS = str(Path(__file__).resolve().parent / "gpu")
+if _GPU_TESTS not in sys.path:
+    sys.path.insert(0, _GPU_TESTS)  # ``import strict_cupy`` (tests/gpu/strict_cupy)
 
 
 def _freeze(value: Any) -> Any:

@@ -14,8 +14,8 @@ import strict_cupy
 from strict_cupy import _core
 
 import gpualign
-from gpualign.match._quad_match import cross_match
 from gpualign.match._neighbours import CHUNK_ELEMENTS, NeighbourIndex, chunk_elements_for
+from gpualign.match._quad_match import cross_match
 
 N = 100_000
 

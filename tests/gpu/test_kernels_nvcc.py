@@ -27,7 +27,7 @@ from gpualign.backend import _kernels
 
 pytestmark = pytest.mark.nvcc
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KERNEL_DIR = REPO / "kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
 ARCHS = [70, 80, 90]

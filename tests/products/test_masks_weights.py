@@ -27,8 +27,8 @@ from astropy.wcs import WCS
 
 import gpualign
 from gpualign.products._flux import jacobian_det_grid
-from gpualign.transform._transform import Transform
 from gpualign.products._variance import resample_variance
+from gpualign.transform._transform import Transform
 from gpualign.warp._resample import kernel_reach, warp
 
 BE = gpualign.get_backend("numpy")

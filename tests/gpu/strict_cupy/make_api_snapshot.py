@@ -7,7 +7,7 @@ environment so that the test environment stays CuPy-free::
 
     python3 -m venv /work/cupy-venv
     /work/cupy-venv/bin/pip install cupy-cuda12x==14.2.0 scipy
-    /work/cupy-venv/bin/python tests/strict_cupy/make_api_snapshot.py
+    /work/cupy-venv/bin/python tests/gpu/strict_cupy/make_api_snapshot.py
 
 The script needs only the standard library at import time (the test suite imports it
 to check that its output is what the loader reads); CuPy is imported by :func:`main`.
@@ -181,7 +181,7 @@ def collect(
         "cupy_version": versions.pop("cupy"),
         "distribution": versions.pop("distribution", PINNED_DISTRIBUTION),
         "provenance": {
-            "generated_by": "tests/strict_cupy/make_api_snapshot.py",
+            "generated_by": "tests/gpu/strict_cupy/make_api_snapshot.py",
             **{k: str(v) for k, v in sorted(versions.items())},
         },
         "modules": {},

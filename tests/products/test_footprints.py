@@ -17,8 +17,8 @@ import pytest
 from astropy.wcs import WCS
 
 import gpualign
-from gpualign.products._canvas import grow_canvas, source_outline
 from gpualign._simulate import make_mapping
+from gpualign.products._canvas import grow_canvas, source_outline
 from gpualign.transform._transform import Transform
 
 T_SHAPE = (320, 300)

@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gpualign.match import _neighbours
+from gpualign._simulate import make_mapping, simulate_pair
 from gpualign.backend import numpy_backend
 from gpualign.detect._sep import detect
-from gpualign.match._quad_match import cross_match
+from gpualign.match import _neighbours
 from gpualign.match._neighbours import NeighbourIndex
+from gpualign.match._quad_match import cross_match
 from gpualign.pipeline import solve
-from gpualign._simulate import make_mapping, simulate_pair
 
 # The dense code path, run with NumPy as its array module (the strict CuPy stand-in
 # runs the same code in test_backend_parity).

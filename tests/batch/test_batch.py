@@ -18,8 +18,8 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.batch import make_tasks, output_name
 from gpualign._simulate import bright_overlap_stars, position_errors
+from gpualign.batch import make_tasks, output_name
 from gpualign.cli import app
 
 S = (512, 512)

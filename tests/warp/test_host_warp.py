@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from gpualign.warp import _resample as _warp
 from gpualign.backend import _host, get_backend
 from gpualign.transform._transform import Transform
+from gpualign.warp import _resample as _warp
 
 HAVE_COMPILER = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KERNEL_FILES = ["gpualign/kernels/warp_fused.cu", "gpualign/kernels/gpualign_warp.cuh"]
 
 
@@ -91,7 +91,7 @@ def test_wheel_ships_the_host_library_and_it_loads(wheel, tmp_path):
 
 def test_wheel_without_a_working_compiler_is_pure_python(tmp_path):
     # A compiler that fails: the build goes on, the wheel has no library, and the
-    # warp falls back to SciPy (tests/test_host_warp.py checks that path's pixels).
+    # warp falls back to SciPy (tests/warp/test_host_warp.py checks that path's pixels).
     env = {**os.environ, "CXX": shutil.which("false") or "/bin/false"}
     built = _build_wheel(tmp_path, env)
     names = set(zipfile.ZipFile(built).namelist())

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import gpualign
 from gpualign import _progress
-from gpualign.warp._resample import warp
 from gpualign.cli import app
+from gpualign.warp._resample import warp
 
 S = (512, 512)
 

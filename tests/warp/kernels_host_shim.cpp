@@ -1,4 +1,4 @@
-// Host (g++) shim around gpualign's CUDA sources, loaded by tests/test_kernels_host.py
+// Host (g++) shim around gpualign's CUDA sources, loaded by tests/warp/test_kernels_host.py
 // with ctypes. Build: g++ -std=c++17 -O2 -shared -fPIC -I<repo>/kernels this.cpp
 //
 // It compiles the real kernels/warp_fused.cu (and so gpualign_warp.cuh) as plain C++:

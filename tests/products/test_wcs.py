@@ -23,10 +23,10 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 import gpualign
 from gpualign.cli._demo import demo_image_path
-from gpualign.transform._transform import Transform
 from gpualign.products._wcs import celestial_wcs, compose_wcs
+from gpualign.transform._transform import Transform
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def tan_wcs(crpix=(200.0, 180.0), crval=(150.1, 2.2), sip: bool = False) -> WCS:

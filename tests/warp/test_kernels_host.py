@@ -1,9 +1,9 @@
 """Host checks of the CUDA kernels' per-pixel maths against SciPy (no GPU needed).
 
-tests/kernels_host_shim.cpp compiles the real kernels/warp_fused.cu (and its header)
+tests/warp/kernels_host_shim.cpp compiles the real kernels/warp_fused.cu (and its header)
 with g++ as plain C++ and exposes the maths, plus sequential emulations of the kernel
 launches, through ctypes. What this cannot check: CUDA-specific behaviour (real
-thread scheduling, NVRTC, device memory) -- see tests/test_kernels_nvcc.py for the
+thread scheduling, NVRTC, device memory) -- see tests/gpu/test_kernels_nvcc.py for the
 device compilation and the gpu-marked tests for execution.
 """
 
@@ -22,7 +22,7 @@ from scipy.interpolate import BSpline
 
 from gpualign.backend import _kernels
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KERNEL_DIR = REPO / "kernels"
 SHIM = Path(__file__).resolve().parent / "kernels_host_shim.cpp"
 ORDERS = list(range(6))
@@ -748,7 +748,6 @@ def test_surface_eval_matches_evaluate_grid(fake_cp, degree):
 @pytest.mark.parametrize("order", ORDERS)
 def test_fused_warp_matches_gpualign_warp(fake_cp, order):
     import gpualign.warp._resample as warp_mod
-
     from gpualign.backend import numpy_backend
 
     rng = np.random.default_rng(300 + order)

@@ -20,7 +20,7 @@ try:
 except ImportError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 GPU_TESTS = DOCKER / "gpu-tests.sh"
 
@@ -254,7 +254,7 @@ def test_cuda_image_ships_its_test_command():
     markers = pyproject()["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("gpu:") for m in markers)
     assert any("pytest.mark.gpu" in p.read_text(encoding="utf-8")
-               for p in (REPO / "tests").glob("test_*.py"))
+               for p in (REPO / "tests").rglob("test_*.py"))
     label = [a for w, a in instructions(cuda) if w == "LABEL"]
     assert any("--entrypoint gpualign-gpu-tests gpualign:cuda" in a for a in label), label
 

@@ -14,9 +14,6 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.cli._demo import demo_image_path
-from gpualign.detect._sep import detect
-from gpualign.fit import choose_model, fit_model, linear_parameters
 from gpualign._simulate import (
     TrueMapping,
     error_stats,
@@ -24,8 +21,11 @@ from gpualign._simulate import (
     position_errors,
     warp_real_image,
 )
-from gpualign.transform._transform import Transform
 from gpualign.cli import app
+from gpualign.cli._demo import demo_image_path
+from gpualign.detect._sep import detect
+from gpualign.fit import choose_model, fit_model, linear_parameters
+from gpualign.transform._transform import Transform
 
 S = (768, 768)
 

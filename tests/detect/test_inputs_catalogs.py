@@ -19,12 +19,12 @@ from astropy.nddata import NDData
 from astropy.table import Table
 
 import gpualign
-from gpualign.pipeline import _solve as _pipeline
 from gpualign.detect._catalog import as_catalog, read_sextractor
 from gpualign.detect._sep import detect, filter_catalog
+from gpualign.pipeline import _solve as _pipeline
 
 SHAPE = (512, 512)
-# The issue's 0.015 px bound is for 1024^2 fields of 2000 stars (tests/test_engine_*);
+# The issue's 0.015 px bound is for 1024^2 fields of 2000 stars (tests/pipeline/test_engine_*);
 # these 512^2 fields of 400 stars match ~90-300 stars, and a fit from true
 # correspondences weighted by the true errors reaches 0.004-0.013 px on them
 # depending on the seed (the noise of the few bright stars), hence 0.02 here.
@@ -513,8 +513,8 @@ def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpua
     """Each dial is a CLI option and arrives, with its value, at the solver."""
     from typer.testing import CliRunner
 
-    from gpualign.pipeline import _runner as _cli_align
     from gpualign.cli import app
+    from gpualign.pipeline import _runner as _cli_align
 
     spath, tpath = tmp_path / "s.fits", tmp_path / "t.fits"
     fits.PrimaryHDU(pair.source).writeto(spath)

@@ -24,8 +24,6 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 import gpualign
-from gpualign.cli._demo import demo_image_path
-from gpualign.detect._sep import detect
 from gpualign._simulate import (
     TrueMapping,
     error_stats,
@@ -33,8 +31,10 @@ from gpualign._simulate import (
     position_errors,
     warp_real_image,
 )
+from gpualign.cli._demo import demo_image_path
+from gpualign.detect._sep import detect
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 JWST_1 = demo_image_path()  # 2022-06
 JWST_2 = DATA / "jwst_a2744_f200w_2022-11.fits"
 DECAM = (DATA / "DEC-OBS18a.mini.fits", DATA / "DEC-OBS04a.mini.fits")

@@ -20,8 +20,8 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.detect._sep import detect
 from gpualign.cli import app
+from gpualign.detect._sep import detect
 
 S = (512, 512)
 

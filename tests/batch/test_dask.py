@@ -20,10 +20,10 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.batch import process_frame, run_batch
-from gpualign.detect import detect
 from gpualign._simulate import bright_overlap_stars, position_errors
+from gpualign.batch import process_frame, run_batch
 from gpualign.cli import app
+from gpualign.detect import detect
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")

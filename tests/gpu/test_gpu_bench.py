@@ -1,7 +1,7 @@
 """benchmarks/gpu_bench.py without a GPU: its command line, its no-GPU exit, its arithmetic,
 and every stage run on the strict CuPy stand-in at a tiny size.
 
-The stand-in (tests/strict_cupy) has no ``RawModule``, so the fused kernel cannot run
+The stand-in (tests/gpu/strict_cupy) has no ``RawModule``, so the fused kernel cannot run
 on it: those tests hand the benchmark a stand-in for the kernel launch (cupyx
 ``map_coordinates`` on the surfaces' coordinates). What they prove is the benchmark's
 plumbing -- every stage runs on the CuPy backend (matching included) and is timed,
@@ -23,7 +23,7 @@ import strict_cupy
 import gpualign
 from gpualign.match._neighbours import NeighbourIndex
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_bench.py"
 if not SCRIPT.is_file():  # e.g. the tests shipped in the CUDA image, without benchmarks/
     pytest.skip("benchmarks/gpu_bench.py is not in this tree", allow_module_level=True)

@@ -18,11 +18,11 @@ import pytest
 from scipy import ndimage
 
 import gpualign
-from gpualign.warp import _invalid
-from gpualign.warp import _resample as _warp
 from gpualign.backend import get_backend
 from gpualign.detect._sep import detect
 from gpualign.transform._transform import Transform
+from gpualign.warp import _invalid
+from gpualign.warp import _resample as _warp
 from gpualign.warp._resample import kernel_reach, warp
 
 SRC = (150, 170)

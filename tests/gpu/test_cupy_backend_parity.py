@@ -30,13 +30,13 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 import gpualign
-from gpualign.warp import _resample as _warp
+from gpualign.cli import app
 from gpualign.cli._demo import demo_image_path
 from gpualign.match._neighbours import NeighbourIndex
 from gpualign.transform._transform import Transform
-from gpualign.cli import app
+from gpualign.warp import _resample as _warp
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 JWST_SRC = DATA / "jwst_a2744_f200w_2022-11.fits"  # same pixel grid as the demo epoch
 JWST_TMPL = demo_image_path()
 IMPLICIT = "Implicit conversion to a NumPy array is not allowed"

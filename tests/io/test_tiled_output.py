@@ -15,12 +15,11 @@ from typer.testing import CliRunner
 
 import gpualign
 import gpualign.pipeline._runner as fitsout
-from gpualign.io import result_hdus
+from gpualign.cli import app
+from gpualign.io import result_hdus, write_fits_atomic
 from gpualign.io._tiled import TiledFitsWriter, warp_to_fits
-from gpualign.io import write_fits_atomic
 from gpualign.products import AlignResult
 from gpualign.warp._resample import warp
-from gpualign.cli import app
 
 S = (1024, 1024)
 
@@ -136,8 +135,8 @@ def test_cli_and_batch_stream_big_outputs(pair, numpy_backend, tmp_path, monkeyp
 def test_strip_detection_finds_each_star_once(pair):
     """Detection in overlapping row strips: the bright stars once each, where whole-image
     detection puts them (the truth of the strips is the untouched image's catalogue)."""
-    from gpualign.detect._strips import detect_strips
     from gpualign.detect._sep import detect
+    from gpualign.detect._strips import detect_strips
 
     whole = detect(pair.source)
     strips = detect_strips(pair.source, strip=200, overlap=48)
