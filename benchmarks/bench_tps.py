@@ -4,7 +4,7 @@
 with --fields, else generated into /work/bench-fields-tps), scored as
 run_gpualign.py does (landing errors of the evaluation stars vs truth.json);
 (b) the real JWST epoch with the known rotation + radial distortion of
-tests/test_real_images.py (scored on the 40 brightest sources vs the truth).
+tests/pipeline/test_real_images.py (scored on the 40 brightest sources vs the truth).
 
 Usage::
 
@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "pipeline"))
 
 import _metrics  # noqa: E402
 
