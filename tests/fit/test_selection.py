@@ -1,0 +1,136 @@
+"""Model complexity chosen by held-out error: ``choose_degree`` and ``choose_model``.
+
+Pairs come from known maps (affine, similarity, sheared, cubic distortion) with
+Gaussian centroid noise; the choice must be the truth's complexity: no surfaces for
+an affine map, the cubic's degree for a cubic, the similarity unless a real shear
+shows, and never a degree whose pairs-per-term rule is not met.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpualign.fit import MAX_DEGREE, choose_degree, choose_model
+from gpualign.transform import n_terms
+
+NORM = (500.0, 500.0, 500.0, 500.0)
+SIGMA = 0.05
+
+
+def pairs(n: int, seed: int, matrix, distortion=None, noise: float = SIGMA):
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 1000, (n, 2))
+    s = t @ np.asarray(matrix)[:, :2].T + np.asarray(matrix)[:, 2]
+    if distortion is not None:
+        s = s + distortion((t[:, 0] - NORM[0]) / NORM[2], (t[:, 1] - NORM[1]) / NORM[3])
+    return t, s + rng.normal(0, noise, s.shape), np.full(n, noise)
+
+
+AFFINE = [[1.01, 0.02, 15.0], [-0.03, 0.98, -7.0]]
+
+
+def cubic(u, v):
+    """About 2 px at the corners, up to degree 3."""
+    return np.column_stack([0.8 * u**3 - 0.5 * u * v**2 + 0.3 * u**2,
+                            0.6 * v**3 + 0.4 * u**2 * v - 0.2 * u * v])
+
+
+def quadratic(u, v):
+    return np.column_stack([0.7 * u**2 - 0.4 * u * v, 0.5 * v**2 + 0.3 * u**2])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_affine_pairs_keep_degree_1(seed):
+    t, s, sig = pairs(300, seed, AFFINE)
+    degree, scores = choose_degree(t, s, sig, NORM)
+    assert degree == 1
+    # degrees up to the pairs-per-term limit were scored, all near the noise
+    assert set(scores) == {d for d in range(1, MAX_DEGREE + 1) if 300 >= 5 * n_terms(d)}
+    assert scores[1] == pytest.approx(SIGMA * np.sqrt(2), rel=0.2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cubic_distortion_gets_degree_3(seed):
+    t, s, sig = pairs(400, seed, AFFINE, cubic)
+    degree, scores = choose_degree(t, s, sig, NORM)
+    assert degree == 3
+    assert scores[1] > 2.5 * scores[3] and scores[2] > 2.5 * scores[3]
+    assert scores[3] == pytest.approx(SIGMA * np.sqrt(2), rel=0.2)
+    assert min(scores, key=scores.get) == 3  # higher degrees only add noise
+
+
+def test_quadratic_distortion_gets_degree_2():
+    t, s, sig = pairs(300, 4, AFFINE, quadratic)
+    assert choose_degree(t, s, sig, NORM)[0] == 2
+
+
+def test_max_degree_and_pair_count_limit_the_choice():
+    t, s, sig = pairs(400, 0, AFFINE, cubic)
+    assert choose_degree(t, s, sig, NORM, max_degree=2)[0] == 2
+    # 40 pairs: degree 2 needs 30 and degree 3 needs 50, so 3 cannot be chosen
+    degree, scores = choose_degree(t[:40], s[:40], sig[:40], NORM)
+    assert degree <= 2 and set(scores) <= {1, 2}
+    # under 15 pairs nothing can be cross-validated
+    assert choose_degree(t[:10], s[:10], sig[:10], NORM) == (1, {})
+
+
+def test_outlier_pairs_do_not_buy_a_higher_degree():
+    t, s, sig = pairs(300, 3, AFFINE)
+    s[::25] += 5.0  # 12 wrong matches, 100 sigma off
+    assert choose_degree(t, s, sig, NORM)[0] == 1
+
+
+def similarity(rot_deg: float, scale: float, shift, mirror: bool = False) -> np.ndarray:
+    a = np.deg2rad(rot_deg)
+    lin = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    if mirror:
+        lin = lin @ np.diag([-1.0, 1.0])
+    return np.column_stack([lin, shift])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_similarity_with_noise_stays_similarity(seed):
+    t, s, sig = pairs(200, seed, similarity(27.0, 1.03, (4.0, -9.0)))
+    model, scores = choose_model(t, s, sig, 1, NORM)
+    assert model == "similarity"
+    assert set(scores) == {"similarity", "affine"}
+
+
+def test_mirrored_similarity_stays_similarity_with_its_parity():
+    t, s, sig = pairs(200, 5, similarity(-40.0, 0.97, (100.0, 3.0), mirror=True))
+    assert choose_model(t, s, sig, 1, NORM, mirrored=True)[0] == "similarity"
+    # with the wrong parity the similarity cannot fit at all
+    assert choose_model(t, s, sig, 1, NORM, mirrored=False)[0] == "affine"
+
+
+@pytest.mark.parametrize(("shear", "seed"), [(1e-3, 0), (1e-3, 1), (-2e-3, 2)])
+def test_real_shear_picks_affine(shear, seed):
+    """A shear of 1e-3 moves the field's edges by 0.5 px: 10 sigma, it must show."""
+    m = similarity(10.0, 1.0, (0.0, 0.0))
+    m[:, :2] = m[:, :2] @ np.array([[1.0, shear], [0.0, 1.0]])
+    t, s, sig = pairs(200, seed, m)
+    model, scores = choose_model(t, s, sig, 1, NORM)
+    assert model == "affine"
+    assert scores["affine"] < scores["similarity"]
+
+
+def test_anisotropic_scale_picks_affine():
+    m = np.array([[1.002, 0.0, 0.0], [0.0, 0.999, 0.0]])
+    t, s, sig = pairs(200, 6, m)
+    assert choose_model(t, s, sig, 1, NORM)[0] == "affine"
+
+
+def test_surfaces_under_either_model():
+    """With the cubic's surfaces on top, a similarity + cubic stays similarity."""
+    t, s, sig = pairs(300, 7, similarity(5.0, 1.0, (1.0, 1.0)), cubic)
+    assert choose_model(t, s, sig, 3, NORM)[0] == "similarity"
+    assert choose_model(t, s, sig, 1, NORM)[0] == "affine"  # (degree 1: a poor fit either way)
+
+
+def test_too_few_pairs_default_to_affine():
+    t, s, sig = pairs(13, 0, similarity(0.0, 1.0, (0.0, 0.0)))
+    assert choose_model(t, s, sig, 1, NORM) == ("affine", {})  # fewer than 2 * (3 + 4)
+    t, s, sig = pairs(19, 0, similarity(0.0, 1.0, (0.0, 0.0)))
+    assert choose_model(t, s, sig, 2, NORM) == ("affine", {})  # fewer than 2 * (6 + 4)
+    assert choose_model(t, s, sig, 1, NORM)[0] == "similarity"
