@@ -145,7 +145,7 @@ def _read_float_pixels(path: str, hdu: Any) -> np.ndarray | None:
     """
     hdr = hdu.header
     bitpix = hdr.get("BITPIX")
-    if bitpix not in (-32, -64) or hdr.get("NAXIS") != 2 or hdu.name == "COMPRESSED_IMAGE":
+    if bitpix not in (-32, -64) or hdr.get("NAXIS") != 2 or isinstance(hdu, fits.CompImageHDU):
         return None
     if float(hdr.get("BZERO", 0.0)) != 0.0 or float(hdr.get("BSCALE", 1.0)) != 1.0:
         return None

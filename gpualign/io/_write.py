@@ -26,10 +26,11 @@ __all__ = ["output_header", "result_hdus", "write_fits_atomic", "WEIGHT_HDU_NAME
 #: Extension name of the resampled weight map, by weight type.
 WEIGHT_HDU_NAMES = {"variance": "VARIANCE", "inverse_variance": "WEIGHT", "stddev": "STDDEV"}
 
-#: Cards of the template header that describe its data layout, not the sky: not copied.
+#: Cards of the template header that describe its data layout or its HDU, not the sky:
+#: not copied (the output is a primary HDU of its own).
 STRUCTURAL_KEYWORDS = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
                        "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "BLANK", "CHECKSUM",
-                       "DATASUM"}
+                       "DATASUM", "EXTNAME", "EXTVER", "EXTLEVEL"}
 
 
 def output_header(template_header: fits.Header | None, wcs_cards: fits.Header | None, *,

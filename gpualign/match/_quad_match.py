@@ -79,7 +79,12 @@ def _score(
     matrix: np.ndarray, tmpl_xy: np.ndarray, src_xy: np.ndarray, src_tree: NeighbourIndex,
     src_shape: tuple[int, int] | None, tol: float,
 ) -> tuple[int, float, np.ndarray]:
-    """Matches of a candidate (after one affine refinement) and the chance expectation."""
+    """Matches of a candidate and the chance expectation.
+
+    One affine refinement on the matched stars is tried and kept only when it matches
+    more stars; otherwise the candidate's own similarity is returned (the fit refines
+    the mapping later in any case).
+    """
     pred = apply_matrix(matrix, tmpl_xy)
     i, j, _ = cross_match(pred, src_xy, tol, src_tree)
     if len(i) >= 6:

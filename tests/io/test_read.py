@@ -107,11 +107,9 @@ def test_compressed_image_hdu_is_picked(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "i.fits")[0], img16)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "source bug: gpualign.io._read._read_float_pixels recognises a compressed HDU only by "
-    "the name COMPRESSED_IMAGE, so a tile-compressed float image with its own EXTNAME "
-    "(fpack'd SCI, DECam CCD names) is read as raw table bytes: garbage pixels"))
 def test_compressed_float_image_with_its_own_name_reads_its_pixels(tmp_path):
+    """A tile-compressed float image named SCI (fpack's output) is decompressed, not read
+    as the raw bytes of its binary table (the fast float reader must not take it)."""
     path = tmp_path / "c.fits"
     img = float_image()
     write_compressed(path, img, name="SCI")
