@@ -20,7 +20,7 @@ from gpualign._errors import InputError
 
 __all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
            "temporary_beside", "fork_workers", "forked_pool", "mp_context",
-           "limit_blas_threads"]
+           "limit_blas_threads", "single_threaded_blas"]
 
 
 def usable_cores() -> int:
@@ -128,9 +128,38 @@ def mp_context() -> Any:
                           else "spawn")
 
 
-_BLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                 "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-                 "MKL_Set_Num_Threads")
+# (setter, getter) of the BLAS libraries NumPy and SciPy load (OpenBLAS builds, MKL).
+_BLAS_FUNCTIONS = (
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
+)
+
+
+def _blas_controls() -> list[tuple[Any, Any]]:
+    """``(set, get)`` of every BLAS loaded in this process (Linux; none elsewhere)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.lower()
+                     or "mkl_rt" in line.lower()}
+    except OSError:  # not Linux
+        return []
+    out = []
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _BLAS_FUNCTIONS:
+            setter, getter = getattr(lib, set_name, None), getattr(lib, get_name, None)
+            if setter is not None and getter is not None:
+                out.append((setter, getter))
+                break
+    return out
 
 
 def limit_blas_threads(n: int = 1) -> int:
@@ -142,22 +171,34 @@ def limit_blas_threads(n: int = 1) -> int:
     """
     import ctypes
 
+    controls = _blas_controls()
+    for setter, _ in controls:
+        setter(ctypes.c_int(n))
+    return len(controls)
+
+
+_BLAS_LOCK = threading.Lock()
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside the block, the previous counts restored after.
+
+    For code that runs its own threads, one per core, each calling small BLAS
+    products (the warp's tiles): OpenBLAS's own threads on top of them contend for
+    the same cores (a 16384^2 warp with the flux's Jacobian took twice as long).
+    The products' values do not depend on the BLAS thread count.
+    """
+    import ctypes
+
+    with _BLAS_LOCK:
+        controls = _blas_controls()
+        saved = [int(get()) for _, get in controls]
+        for setter, _ in controls:
+            setter(ctypes.c_int(1))
     try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "blas" in line.lower()
-                     or "mkl_rt" in line.lower()}
-    except OSError:  # not Linux
-        return 0
-    count = 0
-    for path in sorted(p for p in paths if p.startswith("/")):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _BLAS_SETTERS:
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(ctypes.c_int(n))
-                count += 1
-                break
-    return count
+        yield
+    finally:
+        with _BLAS_LOCK:
+            for (setter, _), n in zip(controls, saved, strict=True):
+                setter(ctypes.c_int(max(1, n)))

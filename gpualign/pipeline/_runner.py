@@ -192,7 +192,9 @@ def detect_template(side: TemplateSide, sep_thresh: float) -> Catalog:
     """The template's catalogue, detecting (and freeing) its pixels if needed."""
     if side.catalog is None:
         data, mask = side.pixels.pop()
-        if data.size > STRIP_DETECT_PIXELS:
+        if data.size >= SEQUENTIAL_DETECT_PIXELS:
+            # A mosaic, detected alone: strips on every core, each worker copying only
+            # its strip (a whole-image detection copies the whole image).
             side.catalog = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
         else:
             side.catalog = detect_many([(data, mask)], sep_thresh=sep_thresh)[0]

@@ -28,7 +28,10 @@ def jacobian_det_grid(t: Transform, xp: ModuleType, x0: int, x1: int, y0: int,
                       y1: int) -> Any:
     """Jacobian determinant of ``t`` on the block ``[y0:y1, x0:x1]`` (float64)."""
     a, b, c, d = t.jacobian_grid(xp, x0, x1, y0, y1)
-    return a * d - b * c
+    a *= d  # a * d - b * c, in place (the arrays are the grid's own)
+    b *= c
+    a -= b
+    return a
 
 
 def conserve_flux_inplace(

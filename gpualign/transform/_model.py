@@ -77,6 +77,8 @@ class DistortionModel(ABC):
     def jacobian_grid(self, xp: ModuleType, xs: Any, ys: Any) -> tuple[Any, Any, Any, Any]:
         """``d(dx, dy)/d(x, y)`` of the surfaces on the block ``ys x xs``.
 
+        The arrays are new (the caller may modify them in place).
+
         Returns
         -------
         ddx_dx, ddx_dy, ddy_dx, ddy_dy : arrays of shape (len(ys), len(xs)), float64

@@ -64,6 +64,17 @@ class PolynomialDistortion(DistortionModel):
         self.coeffs = c
         self.norm = tuple(float(v) for v in norm)
         self.clip = tuple(float(v) for v in clip)
+        # Column Vandermonde matrices of the last column arrays seen: every row tile of
+        # a warp has the same columns, and u**i of negative u is the slow path of pow.
+        self._columns_cache: dict[int, tuple[Any, ...]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The surfaces without the column cache (solutions travel between processes)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_columns_cache"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._columns_cache = {}
 
     @property
     def degree(self) -> int:
@@ -92,11 +103,37 @@ class PolynomialDistortion(DistortionModel):
         return (np.polynomial.polynomial.polyval2d(u, v, self.coeffs[0]),
                 np.polynomial.polynomial.polyval2d(u, v, self.coeffs[1]))
 
+    def _columns(self, xp: ModuleType, xs: Any) -> tuple[Any, Any, Any]:
+        """``(Vu, dVu/du, du_ok)`` of the columns ``xs``, reused while ``xs`` is the same array.
+
+        ``Vu[:, i] = u**i`` with ``u`` clipped, ``dVu[:, i] = i u**(i-1)``, and ``du_ok``
+        the derivative of the clipped ``u`` (``1/hx`` inside the clip box, 0 outside).
+        Callers that pass the same column array for every tile (``Transform``'s
+        cached ``arange``) compute these once per warp.
+        """
+        hit = self._columns_cache.get(id(xs))
+        if hit is not None and hit[0] is xs:
+            return hit[1], hit[2], hit[3]
+        cx, _, hx, _ = self.norm
+        umin, umax = self.clip[0], self.clip[1]
+        ur = (xs - cx) / hx
+        u = xp.clip(ur, umin, umax)
+        du_ok = ((ur >= umin) & (ur <= umax)).astype(xp.float64) / hx
+        p = xp.arange(self.coeffs.shape[1], dtype=xp.float64)
+        vu = u[:, None] ** p[None, :]  # (nx, d)
+        dvu = xp.zeros_like(vu)  # d/du u**i = i u**(i-1)
+        if vu.shape[1] > 1:
+            dvu[:, 1:] = vu[:, :-1] * p[None, 1:]
+        if len(self._columns_cache) >= 64:
+            self._columns_cache = {}
+        self._columns_cache[id(xs)] = (xs, vu, dvu, du_ok)
+        return vu, dvu, du_ok
+
     def grid_into(self, xp: ModuleType, out: Any, xs: Any, ys: Any) -> None:
         """Separable evaluation: ``Vv @ C.T @ Vu.T`` with 1-D Vandermonde matrices."""
-        u, v = self._uv(xp, xs, ys)
+        _, v = self._uv(xp, xs[:1], ys)
         powers = xp.arange(self.coeffs.shape[1], dtype=xp.float64)
-        vu = u[:, None] ** powers[None, :]  # (nx, d)
+        vu = self._columns(xp, xs)[0]  # (nx, d)
         vv = v[:, None] ** powers[None, :]  # (ny, d)
         for k, row in ((0, 1), (1, 0)):  # dx -> out[1], dy -> out[0]
             c = xp.asarray(self.coeffs[k])  # c[i, j] multiplies u**i v**j
@@ -104,26 +141,26 @@ class PolynomialDistortion(DistortionModel):
 
     def jacobian_grid(self, xp: ModuleType, xs: Any, ys: Any) -> tuple[Any, Any, Any, Any]:
         """Analytic derivatives; zero along an axis where its coordinate is clipped."""
-        cx, cy, hx, hy = self.norm
-        umin, umax, vmin, vmax = self.clip
-        ur, vr = (xs - cx) / hx, (ys - cy) / hy
-        u, v = xp.clip(ur, umin, umax), xp.clip(vr, vmin, vmax)
-        du_ok = ((ur >= umin) & (ur <= umax)).astype(xp.float64) / hx
+        _, cy, _, hy = self.norm
+        vmin, vmax = self.clip[2], self.clip[3]
+        vr = (ys - cy) / hy
+        v = xp.clip(vr, vmin, vmax)
         dv_ok = ((vr >= vmin) & (vr <= vmax)).astype(xp.float64) / hy
         d = self.coeffs.shape[1]
         p = xp.arange(d, dtype=xp.float64)
-        vu = u[:, None] ** p[None, :]
+        vu, dvu, du_ok = self._columns(xp, xs)
         vv = v[:, None] ** p[None, :]
-        dvu = xp.zeros_like(vu)  # d/du u**i = i u**(i-1)
-        dvv = xp.zeros_like(vv)
+        dvv = xp.zeros_like(vv)  # d/dv v**j = j v**(j-1)
         if d > 1:
-            dvu[:, 1:] = vu[:, :-1] * p[None, 1:]
             dvv[:, 1:] = vv[:, :-1] * p[None, 1:]
         out = []
         for k in (0, 1):
             c = xp.asarray(self.coeffs[k])
-            out.append((vv @ c.T @ dvu.T) * du_ok[None, :])
-            out.append((dvv @ c.T @ vu.T) * dv_ok[:, None])
+            ddx = vv @ c.T @ dvu.T
+            ddx *= du_ok[None, :]
+            ddy = dvv @ c.T @ vu.T
+            ddy *= dv_ok[:, None]
+            out += [ddx, ddy]
         return out[0], out[1], out[2], out[3]
 
     def shifted(self, ox: float, oy: float) -> PolynomialDistortion:

@@ -170,10 +170,22 @@ class ThinPlateSplineDistortion(DistortionModel):
         self.smoothing = np.asarray(smoothing, dtype=np.float64).reshape(-1)
         if len(self.coeffs) != len(self.centres) + 3:
             raise ValueError("coeffs must have one row per centre plus 3")
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
         self._lock = threading.Lock()
         self._nodes_cache: tuple[int, int, np.ndarray] | None = None
         self._device: dict[str, Any] = {}
         self._dof: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The surface without its caches and lock (a batch sends solutions between processes)."""
+        skip = {"_lock", "_nodes_cache", "_device", "_dof"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
 
     # -- exact surface (host) ---------------------------------------------------------
     def _spline(self, uv: np.ndarray) -> np.ndarray:

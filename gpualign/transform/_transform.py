@@ -47,7 +47,7 @@ class Transform:
         The surfaces, by keyword.
     """
 
-    __slots__ = ("matrix", "distortion")
+    __slots__ = ("matrix", "distortion", "_columns")
 
     def __init__(self, matrix: Any, coeffs: Any = None, norm: Box | None = None,
                  clip: Box | None = None, *, distortion: DistortionModel | None = None
@@ -57,6 +57,30 @@ class Transform:
             distortion = coeffs if isinstance(coeffs, DistortionModel) else \
                 PolynomialDistortion(coeffs, norm or (0.0, 0.0, 1.0, 1.0), clip or NO_CLIP)
         self.distortion: DistortionModel = distortion
+        self._columns: dict[tuple[int, int, int], Any] = {}
+
+    def __getstate__(self) -> tuple[np.ndarray, DistortionModel]:
+        """The mapping without the column cache (solutions travel between processes)."""
+        return self.matrix, self.distortion
+
+    def __setstate__(self, state: tuple[np.ndarray, DistortionModel]) -> None:
+        self.matrix, self.distortion = state
+        self._columns = {}
+
+    def _column_coords(self, xp: ModuleType, x0: int, x1: int) -> Any:
+        """``arange(x0, x1)`` on ``xp``, the same array for every tile of a warp.
+
+        A distortion model may then reuse what it computed for these columns
+        (:meth:`PolynomialDistortion._columns`).
+        """
+        key = (id(xp), int(x0), int(x1))
+        xs = self._columns.get(key)
+        if xs is None:
+            xs = xp.arange(x0, x1, dtype=xp.float64)
+            if len(self._columns) >= 64:
+                self._columns = {}
+            self._columns[key] = xs
+        return xs
 
     def __repr__(self) -> str:
         return (f"Transform(matrix={self.matrix.tolist()}, distortion="
@@ -144,7 +168,7 @@ class Transform:
         The layout ``map_coordinates`` takes, built in place (no stacking copy): the
         surfaces first (:meth:`DistortionModel.grid_into`), then the linear part added.
         """
-        xs = xp.arange(x0, x1, dtype=xp.float64)
+        xs = self._column_coords(xp, x0, x1)
         ys = xp.arange(y0, y1, dtype=xp.float64)
         out = xp.empty((2, y1 - y0, x1 - x0), dtype=xp.float64)
         m = self.matrix
@@ -164,13 +188,16 @@ class Transform:
                       y1: int) -> tuple[Any, Any, Any, Any]:
         """``dsx/dx, dsx/dy, dsy/dx, dsy/dy`` on the block ``[y0:y1, x0:x1]`` (float64)."""
         m = self.matrix
-        shape = (y1 - y0, x1 - x0)
-        out = [xp.full(shape, float(m[k, j]), dtype=xp.float64) for k in (0, 1) for j in (0, 1)]
-        if self.has_distortion:
-            xs = xp.arange(x0, x1, dtype=xp.float64)
-            ys = xp.arange(y0, y1, dtype=xp.float64)
-            d = self.distortion.jacobian_grid(xp, xs, ys)
-            out = [a + b for a, b in zip(out, d, strict=True)]
+        linear = [float(m[k, j]) for k in (0, 1) for j in (0, 1)]
+        if not self.has_distortion:
+            shape = (y1 - y0, x1 - x0)
+            out = [xp.full(shape, v, dtype=xp.float64) for v in linear]
+            return out[0], out[1], out[2], out[3]
+        xs = self._column_coords(xp, x0, x1)
+        ys = xp.arange(y0, y1, dtype=xp.float64)
+        out = list(self.distortion.jacobian_grid(xp, xs, ys))  # fresh arrays: added in place
+        for a, v in zip(out, linear, strict=True):
+            a += v
         return out[0], out[1], out[2], out[3]
 
     def jacobian_det(self, x: Any, y: Any, eps: float = 0.25) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gpualign._system import usable_cores
+from gpualign._system import single_threaded_blas, usable_cores
 from gpualign.backend import Backend, _host
 from gpualign.transform import Transform
 from gpualign.warp._invalid import PackedMask, fill_invalid, grow_invalid
@@ -380,7 +380,8 @@ def _run_tiles(do_tile: Any, starts: list[int], threads: int) -> None:
 
     with progress(len(starts), "warp", unit="tiles", min_total=64) as advance:
         if threads > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(threads) as pool:
+            # One thread per core already: BLAS threads on top would contend for them.
+            with single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
                 for _ in pool.map(do_tile, starts):
                     advance()
         else:
