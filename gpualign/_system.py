@@ -138,9 +138,19 @@ _BLAS_FUNCTIONS = (
 )
 
 
+_BLAS_FOUND: list[list[tuple[Any, Any]]] = []
+
+
 def _blas_controls() -> list[tuple[Any, Any]]:
-    """``(set, get)`` of every BLAS loaded in this process (Linux; none elsewhere)."""
+    """``(set, get)`` of every BLAS loaded in this process (Linux; none elsewhere).
+
+    Looked up once (NumPy and SciPy load their BLAS when imported, before any warp),
+    as the warp asks on every call.
+    """
     import ctypes
+
+    if _BLAS_FOUND:
+        return _BLAS_FOUND[0]
 
     try:
         with open("/proc/self/maps") as f:
@@ -159,6 +169,8 @@ def _blas_controls() -> list[tuple[Any, Any]]:
             if setter is not None and getter is not None:
                 out.append((setter, getter))
                 break
+    if out:
+        _BLAS_FOUND.append(out)
     return out
 
 
