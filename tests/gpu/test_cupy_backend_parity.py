@@ -395,3 +395,23 @@ def test_fused_kernel_falls_back_cleanly_on_the_stand_in(gpu, cp, sim, solve_pai
     _assert_same_pixels(b, ref)
     with pytest.raises(Exception, match="RawModule"):  # asked for explicitly: no silent swap
         _warp.warp(sim.source, t, (256, 300), backend=gpu, order=1, method="fused")
+
+
+def test_tps_distortion_warps_on_the_device(gpu, cp, sim):
+    """A thin-plate-spline mapping (not the fused kernel's polynomial) goes through the
+    generic device path: its node lattice crosses once, the pixels equal NumPy's, and
+    the images cross the bus once each way."""
+    ref_sol = gpualign.find_transform(sim.source, sim.template, backend="numpy",
+                                      distortion="tps")
+    assert ref_sol.transform.distortion.name == "tps"
+    ref = gpualign.apply_transform(ref_sol, sim.source, (512, 512), backend="numpy")
+    cp.transfers.reset()
+    got = gpualign.apply_transform(ref_sol, sim.source, (512, 512), backend=gpu)
+    _assert_same_pixels(got, ref)
+    moved = _big_transfers(cp, 512 * 512)
+    lattice = [t for t in moved if t[1] == "float64"]
+    assert len(lattice) == 1 and lattice[0][0] == "h2d" and lattice[0][2][0] == 2, moved
+    assert sorted(set(moved) - set(lattice)) == sorted(
+        [("h2d", "float32", (512, 512)), ("d2h", "float32", (512, 512)),
+         ("d2h", "bool", (512, 512))]), moved
+    assert len(moved) == 4, moved
