@@ -19,6 +19,7 @@ from typing import Any
 from gpualign._errors import InputError
 
 __all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
+           "refuse_overwriting_inputs",
            "temporary_beside", "fork_workers", "forked_pool", "mp_context",
            "limit_blas_threads", "single_threaded_blas"]
 
@@ -86,6 +87,27 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_overwriting_inputs(outputs: Any, inputs: Any) -> None:
+    """InputError when an output would replace one of the inputs, ``--overwrite`` or not.
+
+    Compared with ``os.path.samefile`` (symbolic and hard links are the same file), so
+    only outputs that exist can collide. Entries that are not paths (arrays, None) are
+    passed over.
+    """
+    paths = [Path(p) for p in inputs if isinstance(p, (str, os.PathLike))]
+    for out in outputs:
+        if not isinstance(out, (str, os.PathLike)) or not Path(out).exists():
+            continue
+        for p in paths:
+            try:
+                same = os.path.samefile(out, p)
+            except OSError:  # an input that does not exist (yet): reported by its reader
+                continue
+            if same:
+                raise InputError(f"output {out} is the input {p}",
+                                 hint="give another output name: inputs are never written over")
 
 
 def fork_workers(wanted: int, n_jobs: int) -> int:

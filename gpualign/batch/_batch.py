@@ -20,6 +20,7 @@ interrupted batch by skipping outputs made against the same template.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -188,7 +189,8 @@ def align_batch(
                      dtype=np.dtype(dtype).name, conserve_flux=bool(conserve_flux),
                      preserve_footprints=bool(preserve_footprints),
                      processes=processes, scheduler=scheduler,
-                     workers=workers, show=bool(progress), timeout=timeout)
+                     workers=workers, show=bool(progress), timeout=timeout,
+                     protected=(template, template_det))
 
 
 def run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[int, int],
@@ -198,13 +200,18 @@ def run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[in
               **ctx_kw: Any) -> list[FrameResult]:
     """Run the frames of a batch against a detected template (see :func:`align_batch`).
 
-    ``ctx_kw`` are the fields of :class:`BatchContext` after the template's.
+    ``ctx_kw`` are the fields of :class:`BatchContext` after the template's;
+    ``protected`` (input files no output may replace, e.g. the template) among them.
     """
     if cat.shape is None:
         cat = Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, shape)
-    tasks = make_tasks(sources, outdir)
+    protected = tuple(str(Path(p).absolute()) for p in ctx_kw.pop("protected", ())
+                      if isinstance(p, (str, os.PathLike)))
+    tasks = make_tasks(sources, outdir, protected)
+    protected += tuple(t.source for t in tasks if isinstance(t.source, str))
     ctx = BatchContext(cat, header, shape, template_fingerprint(cat, shape),
-                       uuid.uuid4().hex[:16], log_level=log.getEffectiveLevel(), **ctx_kw)
+                       uuid.uuid4().hex[:16], log_level=log.getEffectiveLevel(),
+                       protected=protected, **ctx_kw)
     return _execute(tasks, ctx, processes=processes, scheduler=scheduler, workers=workers,
                     show=show, timeout=timeout, frame_fn=frame_fn)
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gpualign._errors import InputError
+from gpualign._system import refuse_overwriting_inputs
 from gpualign.detect import Catalog, DetectSettings
 from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
@@ -107,6 +108,7 @@ class BatchContext:
     dtype: str = "float32"
     conserve_flux: bool = False
     preserve_footprints: bool = False
+    protected: tuple[str, ...] = ()
     log_level: int = logging.WARNING
 
 
@@ -142,11 +144,13 @@ def summary_table(results: Sequence[FrameResult]) -> str:
     return "\n".join(lines)
 
 
-def make_tasks(sources: Sequence[Any], outdir: Path | None) -> list[FrameTask]:
+def make_tasks(sources: Sequence[Any], outdir: Path | None,
+               protected: Sequence[Any] = ()) -> list[FrameTask]:
     """One task per source, with its predictable output name (unique, or InputError).
 
     Paths are made absolute, so that workers with another working directory (a Dask
-    cluster on a shared file system) find them.
+    cluster on a shared file system) find them. No output may be one of the sources
+    or of the ``protected`` files (the template): InputError before any frame runs.
     """
     tasks = []
     for i, src in enumerate(sources):
@@ -164,6 +168,8 @@ def make_tasks(sources: Sequence[Any], outdir: Path | None) -> list[FrameTask]:
                              f"{t.output}", hint="give sources distinct file names")
         if t.output is not None:
             seen[t.output] = t.name
+    refuse_overwriting_inputs([t.output for t in tasks],
+                              [t.source for t in tasks] + list(protected))
     return tasks
 
 

@@ -80,6 +80,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         options = FrameOptions(
             interp_order=interp_order, cval=cval, threads=threads, source_ext=source_ext,
             output=output, overwrite=overwrite,
+            protected=(template, template_cat, source_cat),
             weight_type=extras.pop("weight_type", None) or "variance", **extras)
         frame = run_frame(sources[0], side, detect=det, match=mat, fit=fit, backend=be,
                           options=options, source_det=src_det)
@@ -93,6 +94,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         fit=fit, source_ext=source_ext, interp_order=interp_order, cval=cval,
         backend=be.name, threads=threads, overwrite=overwrite, skip_existing=skip_existing,
         scheduler=scheduler, workers=workers, show=False if quiet else None,
+        protected=(template, template_cat),
         **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
     if not quiet:
         typer.echo(summary_table(results))

@@ -76,7 +76,7 @@ def run_apply(
             mask_ext=mask_ext, source_weight=source_weight, weight_ext=weight_ext,
             weight_type=weight_type, conserve_flux=conserve_flux,
             preserve_footprints=preserve_footprints, output=out, overwrite=overwrite,
-            transform_file=str(transform_file))
+            transform_file=str(transform_file), protected=(template, *images))
         warp_frame(data, str(image), src_header, own_mask, solution,
                    TemplateSide(None, header, (int(shape[0]), int(shape[1]))), backend=be,
                    options=options)

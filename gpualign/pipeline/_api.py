@@ -328,7 +328,7 @@ def align(
         interp_order=int(interp_order), cval=cval, dtype=dtype, threads=threads,
         source_ext=rest.get("source_ext"), source_mask=source_mask,
         source_weight=source_weight, weight_type=weight_type, conserve_flux=conserve_flux,
-        preserve_footprints=preserve_footprints)
+        preserve_footprints=preserve_footprints, protected=(template,))
     out = run_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
                     options=options, source_det=rest.get("source_det"))
     assert out.result is not None  # no output file: always in memory

@@ -21,6 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
+from gpualign._system import refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
     STRIP_DETECT_PIXELS,
@@ -109,6 +110,8 @@ class FrameOptions:
         Further header cards (a batch's).
     transform_file : str, optional
         Name of the transform file applied (``gpualign apply``).
+    protected : tuple
+        Further input files (template, catalogues) the outputs must never replace.
     """
 
     interp_order: int = 3
@@ -128,6 +131,14 @@ class FrameOptions:
     save_transform: Path | None = None
     stamps: list[tuple[str, Any, str]] = field(default_factory=list)
     transform_file: str | None = None
+    protected: tuple[Any, ...] = ()
+
+    def check_outputs(self, source: Any) -> None:
+        """InputError when the output or the saved transform would replace an input."""
+        refuse_overwriting_inputs(
+            [self.output, self.save_transform],
+            [source, self.source_mask, self.source_weight, self.transform_file,
+             *self.protected])
 
 
 @dataclass
@@ -273,6 +284,7 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
     output small enough to build in memory), None when streamed into the file.
     """
     o = options
+    o.check_outputs(source)
     t1 = time.perf_counter()
     mask = own_mask
     if o.source_mask is not None:
@@ -343,6 +355,7 @@ def run_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     -------
     FrameOutput
     """
+    options.check_outputs(source)
     if options.output is not None and Path(options.output).exists() and not options.overwrite:
         raise InputError(f"output {options.output} exists", hint="use --overwrite to replace it")
     data, header, mask, solution = solve_frame(
