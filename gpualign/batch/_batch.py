@@ -45,7 +45,7 @@ from gpualign.batch._worker import process_frame
 from gpualign.detect import Catalog, DetectSettings
 from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
-from gpualign.pipeline import detect_template, prepare_template
+from gpualign.pipeline import FrameOptions, detect_template, prepare_template
 
 log = logging.getLogger("gpualign")
 
@@ -179,6 +179,7 @@ def align_batch(
     if overwrite and skip_existing:
         raise InputError("overwrite and skip_existing exclude each other")
     (det, mat, fit), _ = split_settings(find_kwargs, DetectSettings, MatchSettings, FitSettings)
+    FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype, threads=threads)  # checks
     side = prepare_template(template, template_det=template_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col)
     cat = detect_template(side, det.sep_thresh)

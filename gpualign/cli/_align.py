@@ -63,6 +63,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--source-cat applies to a single source")
     if output_shape is not None and min(output_shape) < 1:
         raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
+    FrameOptions(interp_order=interp_order, cval=cval, threads=threads,
+                 weight_type=extras.get("weight_type") or "variance")  # before any work
     _progress.configure(enabled=not quiet)
     be = get_backend(backend)
     tmpl_det = None

@@ -226,12 +226,14 @@ def load_image(
     """
     header = None
     mask = None
+    if obj is None:
+        raise InputError(f"no {name} given", hint=f"pass a {name} image (array, NDData or path)")
     if isinstance(obj, (str, os.PathLike)):
         path = str(obj)
         if not Path(path).is_file():
             raise InputError(f"{name} file not found: {path}")
         data, header = _read_fits(path, ext)
-    elif hasattr(obj, "data") and hasattr(obj, "unit") and not isinstance(obj, np.ndarray):
+    elif not isinstance(obj, np.ndarray) and hasattr(obj, "unit") and hasattr(obj, "data"):
         data = np.asarray(obj.data)
         if getattr(obj, "mask", None) is not None:
             mask = np.asarray(obj.mask)  # an integer bitmask keeps its bits

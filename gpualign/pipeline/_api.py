@@ -318,17 +318,17 @@ def align(
     if unknown:
         raise TypeError(f"align() got an unexpected keyword argument {unknown[0]!r}")
     _check_warp_args(interp_order, (1, 1) if output_shape is None else output_shape)
-    be = get_backend(backend)
     (det, mat, fit), rest = split_settings(find_kwargs, DetectSettings, MatchSettings,
                                            FitSettings)
-    side = prepare_template(template, template_det=rest.get("template_det"),
-                            ext=rest.get("template_ext"), output_shape=output_shape,
-                            flux_col=det.flux_col)
-    options = FrameOptions(
-        interp_order=int(interp_order), cval=cval, dtype=dtype, threads=threads,
+    options = FrameOptions(  # validated here, before anything is read
+        interp_order=interp_order, cval=cval, dtype=dtype, threads=threads,
         source_ext=rest.get("source_ext"), source_mask=source_mask,
         source_weight=source_weight, weight_type=weight_type, conserve_flux=conserve_flux,
         preserve_footprints=preserve_footprints, protected=(template,))
+    be = get_backend(backend)
+    side = prepare_template(template, template_det=rest.get("template_det"),
+                            ext=rest.get("template_ext"), output_shape=output_shape,
+                            flux_col=det.flux_col)
     out = run_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
                     options=options, source_det=rest.get("source_det"))
     assert out.result is not None  # no output file: always in memory

@@ -48,6 +48,7 @@ from gpualign.products import (
     AlignResult,
     Solution,
     TileExtras,
+    check_weight_type,
     finish_result,
     grow_canvas,
     has_ctype,
@@ -132,6 +133,30 @@ class FrameOptions:
     stamps: list[tuple[str, Any, str]] = field(default_factory=list)
     transform_file: str | None = None
     protected: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Reject unusable warp options with an InputError before any work."""
+        order = self.interp_order
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) \
+                or not 0 <= int(order) <= 5:
+            raise InputError(f"interp_order must be an integer 0-5, got {order!r}",
+                             hint="0 nearest, 1 linear, 3 cubic spline (default), 5 quintic")
+        if isinstance(self.cval, (bool, str, bytes)) or not np.isscalar(self.cval):
+            raise InputError(f"cval must be a number, got {self.cval!r}",
+                             hint="the value of output pixels with no data (NaN by default)")
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}",
+                             hint="resampled pixels are fractional; NaN marks missing data")
+        t = self.threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer))
+                              or t < 1):
+            raise InputError(f"threads must be a whole number >= 1, got {t!r}",
+                             hint="omit it to use every usable core")
+        check_weight_type(self.weight_type)
 
     def check_outputs(self, source: Any) -> None:
         """InputError when the output or the saved transform would replace an input."""
