@@ -102,8 +102,11 @@ def fit_statistics(inverse: Transform, template_xy: np.ndarray, source_xy: np.nd
     return stats
 
 
-def _transform_from(d: dict[str, Any]) -> Transform:
-    return Transform.from_dict({k: decode_numbers(v) for k, v in d.items()})
+def _transform_from(d: dict[str, Any], key: str = "transform") -> Transform:
+    try:
+        return Transform.from_dict({k: decode_numbers(v) for k, v in d.items()})
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 def _shape(v: Any) -> tuple[int, int] | None:
@@ -144,7 +147,7 @@ def solution_from_dict(d: dict[str, Any]) -> Any:
     check_file_dict(d)
     t = _transform_from(d["transform"])
     if "inverse" in d:
-        inv = _transform_from(d["inverse"])
+        inv = _transform_from(d["inverse"], "inverse")
     else:  # a bare transform: the inverse of its affine part
         full = np.vstack([t.matrix, [0.0, 0.0, 1.0]])
         inv = Transform.from_matrix(np.linalg.inv(full))

@@ -27,6 +27,8 @@ __all__ = ["PolynomialDistortion", "fit_affine_parts", "fit_similarity_parts", "
            "design_matrix", "weighted_lstsq", "exponents"]
 
 NO_CLIP = (-np.inf, np.inf, -np.inf, np.inf)
+#: Largest polynomial degree a transform file may hold (the fit goes to 7).
+MAX_FILE_DEGREE = 9
 
 
 def exponents(degree: int) -> list[tuple[int, int]]:
@@ -183,10 +185,25 @@ class PolynomialDistortion(DistortionModel):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolynomialDistortion:
-        """Inverse of :meth:`to_dict`."""
-        return cls(np.array(d.get("coeffs", []), dtype=np.float64),
-                   tuple(float(v) for v in d["norm"]),
-                   tuple(float(v) for v in d.get("clip", NO_CLIP)))
+        """Inverse of :meth:`to_dict`; ValueError naming the field that is unusable."""
+        coeffs = np.array(d.get("coeffs", []), dtype=np.float64)
+        if coeffs.size:
+            if coeffs.ndim != 3 or coeffs.shape[0] != 2 or coeffs.shape[1] != coeffs.shape[2]:
+                raise ValueError(f"coeffs must have shape (2, d+1, d+1), got {coeffs.shape}")
+            if coeffs.shape[1] - 1 > MAX_FILE_DEGREE:
+                raise ValueError(f"coeffs of degree {coeffs.shape[1] - 1} exceed the "
+                                 f"largest degree {MAX_FILE_DEGREE}")
+            if not np.all(np.isfinite(coeffs)):
+                raise ValueError("coeffs hold non-finite values")
+        norm = np.array(d["norm"], dtype=np.float64).reshape(-1)
+        if norm.shape != (4,) or not np.all(np.isfinite(norm)) or min(norm[2:]) <= 0:
+            raise ValueError(f"norm must be 4 finite numbers (cx, cy, hx > 0, hy > 0), "
+                             f"got {d['norm']!r}")
+        clip = np.array(d.get("clip", NO_CLIP), dtype=np.float64).reshape(-1)
+        if clip.shape != (4,) or np.isnan(clip).any() or clip[0] > clip[1] \
+                or clip[2] > clip[3]:
+            raise ValueError(f"clip must be (umin <= umax, vmin <= vmax), got {d.get('clip')!r}")
+        return cls(coeffs, tuple(float(v) for v in norm), tuple(float(v) for v in clip))
 
     @classmethod
     def fit_transform(cls, tmpl_xy: np.ndarray, src_xy: np.ndarray, weights: np.ndarray, *,

@@ -236,8 +236,12 @@ class Transform:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Transform:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; ValueError naming the field that is unusable."""
         matrix = np.array(d["matrix"], dtype=np.float64)
+        if matrix.shape != (2, 3) or not np.all(np.isfinite(matrix)):
+            raise ValueError(f"matrix must be 2x3 finite numbers, got {d['matrix']!r}")
+        if abs(np.linalg.det(matrix[:, :2])) < 1e-12:
+            raise ValueError("matrix is singular (it maps the template onto a line)")
         if "distortion" in d:
             return cls(matrix, model_from_dict(d["distortion"]))
         return cls(matrix, PolynomialDistortion.from_dict(d))
