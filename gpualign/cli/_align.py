@@ -11,7 +11,7 @@ import typer
 from gpualign import _progress
 from gpualign._errors import InputError
 from gpualign.backend import get_backend
-from gpualign.batch import run_batch, summary_table
+from gpualign.batch import output_name, run_batch, summary_table
 from gpualign.batch._batch import _outdir
 from gpualign.detect import DetectSettings, read_sextractor
 from gpualign.fit import FitSettings
@@ -73,6 +73,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
     side = prepare_template(template, template_det=tmpl_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col)
     if len(sources) == 1:
+        if output.is_dir():  # an existing directory: the batch's name inside it
+            output = output_name(sources[0], output)
         if skip_existing and output.exists():
             log.warning("%s exists, skipped (--skip-existing)", output)
             return

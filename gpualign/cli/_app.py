@@ -41,6 +41,13 @@ def _setup_logging(verbose: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    if verbose <= 0:
+        # Library noise (astropy's and NumPy's warnings, astropy's log) only at -v: by
+        # default a failure is the one line of `fail`.
+        import warnings
+
+        warnings.simplefilter("ignore")
+        logging.getLogger("astropy").setLevel(logging.ERROR)
 
 
 def fail(exc: BaseException, verbose: int) -> typer.Exit:
