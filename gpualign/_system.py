@@ -19,7 +19,7 @@ from typing import Any
 from gpualign._errors import InputError
 
 __all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
-           "refuse_overwriting_inputs",
+           "refuse_overwriting_inputs", "remove_stale_temporaries",
            "temporary_beside", "fork_workers", "forked_pool", "mp_context",
            "limit_blas_threads", "single_threaded_blas"]
 
@@ -58,17 +58,55 @@ def umask() -> int:
     return mask
 
 
+def _host_tag() -> str:
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:24] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Delete the temporaries of ``path`` left by dead processes of this host; return how many.
+
+    A run killed while writing (SIGKILL, out of memory, power) leaves its hidden
+    temporary file behind; the next run that writes the same output removes it. Files
+    of live processes, and of other hosts (a cluster on a shared file system), stay.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}.{_host_tag()}-"
+    removed = 0
+    for tmp in directory.glob(f".{path.name}.*.tmp"):
+        rest = tmp.name[len(prefix):] if tmp.name.startswith(prefix) else ""
+        pid = rest.split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def temporary_beside(path: Path) -> tuple[int, str]:
     """``(fd, name)`` of a new hidden temporary file in ``path``'s directory.
 
-    Raises InputError when the directory does not exist. The name starts with
-    ``.<file name>.`` and ends with ``.tmp``, so leftovers of a killed run are
-    recognisable.
+    Raises InputError when the directory does not exist. The name is
+    ``.<file name>.<host>-<pid>.<random>.tmp``: recognisable, and traceable to its
+    writer, so that :func:`remove_stale_temporaries` (run here first) can remove what
+    a killed writer left.
     """
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(f"output directory does not exist: {directory}")
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(path)
+    return tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.",
+                            suffix=".tmp", dir=directory)
 
 
 def publish(tmp: str, path: Path) -> None:
