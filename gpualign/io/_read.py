@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,14 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
     # (BZERO/BSCALE) cannot be memory-mapped, so those are read whole.
     for memmap in (True, False):
         try:
-            with fits.open(path, memmap=memmap, lazy_load_hdus=True) as hdul:
+            with warnings.catch_warnings():
+                # A short file: _check_declared_size says so, in one line.
+                warnings.filterwarnings("ignore", message="File may have been truncated")
+                hdul = fits.open(path, memmap=memmap, lazy_load_hdus=True)
+            with hdul:
                 hdu = pick_hdu(hdul, ext, path)
                 header = hdu.header.copy()
+                _check_declared_size(path, hdu)
                 fast = _read_float_pixels(path, hdu)
                 if fast is not None:
                     return fast, header
@@ -188,6 +194,33 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
         except Exception as exc:
             last = exc
     raise InputError(f"cannot read {path} as FITS ({last})".splitlines()[0]) from None
+
+
+def _gib(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.3g} GiB"
+    return f"{n / 2**20:.3g} MiB" if n >= 2**20 else f"{int(n)} bytes"
+
+
+def _check_declared_size(path: str, hdu: Any) -> None:
+    """InputError when the header declares more pixels than the file holds.
+
+    Checked before anything is allocated: a 5 kB file whose header claims
+    200000 x 200000 pixels must not make the reader ask for 149 GiB. Compressed HDUs
+    are checked by astropy against their own tables.
+    """
+    if isinstance(hdu, fits.CompImageHDU):
+        return
+    hdr = hdu.header
+    bitpix = abs(int(hdr.get("BITPIX", 8)))
+    shape = [int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, int(hdr.get("NAXIS", 0)) + 1)]
+    need = bitpix // 8 * int(np.prod(shape, dtype=np.int64)) if shape else 0
+    have = os.path.getsize(path) - int(hdu.fileinfo()["datLoc"])
+    if need > have:
+        dims = "x".join(str(n) for n in shape)
+        raise InputError(f"{path}: the header declares {dims} pixels ({_gib(need)}) but the "
+                         f"file holds {_gib(max(have, 0))} after it",
+                         hint="the file is truncated or its header is wrong")
 
 
 def _has_finite(data: np.ndarray) -> bool:

@@ -12,6 +12,7 @@ into the file, extras included.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
-from gpualign._system import refuse_overwriting_inputs
+from gpualign._system import available_memory, refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
     STRIP_DETECT_PIXELS,
@@ -299,6 +300,29 @@ def _streamable(options: FrameOptions, shape: tuple[int, int], mask: Any) -> boo
     return mask is None or np.asarray(mask).dtype in (np.dtype(bool), np.dtype(np.uint8))
 
 
+def _check_output_size(o: FrameOptions, shape: tuple[int, int], mask: Any,
+                       weight: bool) -> None:
+    """InputError when the output cannot fit: in memory, or on the disk it is streamed to.
+
+    Checked before the warp allocates or writes anything (an ``output_shape`` of
+    200000 x 200000 would otherwise start a 160 GB file, or ask for 149 GiB).
+    """
+    per_pixel = np.dtype(o.dtype).itemsize + 1 + (4 if weight else 0)
+    if mask is not None:
+        per_pixel += max(np.asarray(mask).dtype.itemsize, 1)
+    need = int(shape[0]) * int(shape[1]) * per_pixel
+    if _streamable(o, shape, mask):
+        free = shutil.disk_usage(Path(o.output).parent or Path(".")).free
+        where, hint = "free on the output's disk", "free some space, or write elsewhere"
+    else:
+        free = available_memory()
+        where, hint = "of memory available", "write it to a file (streamed tile by tile)" \
+            if o.output is None else "give a smaller output shape"
+    if need > free:
+        raise InputError(f"the {shape[1]}x{shape[0]} output needs {need / 2**30:.3g} GiB, "
+                         f"more than the {free / 2**30:.3g} GiB {where}", hint=hint)
+
+
 def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
                own_mask: np.ndarray | None, solution: Solution, side: TemplateSide, *,
                backend: Backend, options: FrameOptions,
@@ -325,6 +349,7 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
     warp_t, shape, offset = solution.transform, tuple(side.shape), (0, 0)
     if o.preserve_footprints:
         warp_t, shape, offset = grow_canvas(warp_t, data.shape, shape)
+    _check_output_size(o, shape, mask, variance is not None)
     src_hdr = None if has_ctype(side.header) else source_header
     wcs, wcs_cards = output_wcs_cards(side.header, src_hdr, warp_t, shape, offset)
     header = output_header(side.header, wcs_cards, solution=solution,
