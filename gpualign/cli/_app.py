@@ -155,9 +155,9 @@ def align(
         int | None,
         typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
     ] = None,
-    no_mirror: Annotated[
-        bool, typer.Option("--no-mirror", help="Do not try a mirror-image source.")
-    ] = False,
+    mirror: Annotated[
+        bool, typer.Option("--mirror/--no-mirror", help="Also try a mirror-image source.")
+    ] = True,
     transform: Annotated[
         str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
                           "the stars need more).")
@@ -210,7 +210,7 @@ def align(
                           patience_quad_cand=patience_quad_cand,
                           quad_edge_buffer=quad_edge_buffer, sub_tile=sub_tile,
                           max_match_dist=max_match_dist, min_n_match=min_n_match,
-                          allow_mirror=not no_mirror),
+                          allow_mirror=mirror),
             FitSettings(spline_order=0 if simple else spline_order, transform=transform,
                         distortion=distortion),
         )

@@ -50,4 +50,4 @@ class MatchSettings(Settings):
     max_match_dist: float = setting(5.0, "Cross-match tolerance (px).", minimum=0, above=True)
     min_n_match: int = setting(6, "Fewest matched stars accepted.", kind=int, minimum=3)
     allow_mirror: bool = setting(True, "Also try a mirror-image source.", kind=bool,
-                                 cli="--no-mirror")
+                                 cli="--mirror")

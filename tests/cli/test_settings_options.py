@@ -47,10 +47,8 @@ def test_every_setting_is_an_api_keyword_with_its_default(cls, f):
 @pytest.mark.parametrize(("cls", "f"), FIELDS, ids=[f.name for _, f in FIELDS])
 def test_every_setting_is_a_cli_option_with_its_default_and_help(cls, f):
     opt = _cli_option(f)
-    if f.metadata["cli"] == "--no-mirror":  # a flag that switches the setting off
-        assert opt.is_flag and opt.default is False and f.default is True
-        assert "mirror" in opt.help
-        return
+    if f.metadata["kind"] is bool:  # an on/off pair: --mirror/--no-mirror
+        assert opt.is_flag and opt.secondary_opts == ["--no-" + opt.opts[0][2:]]
     assert opt.default == f.default, (f.name, opt.default, f.default)
     assert opt.help == f.metadata["help"], f.name
 
