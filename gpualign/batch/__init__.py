@@ -1,6 +1,6 @@
 """Many frames against one template: this process, a local process pool, or Dask."""
 
-from gpualign.batch._batch import align_batch, run_batch, run_frames
+from gpualign.batch._batch import align_batch, output_directory, run_batch, run_frames
 from gpualign.batch._types import (
     BatchContext,
     FrameResult,
@@ -20,6 +20,7 @@ __all__ = [
     "align_batch",
     "failed_result",
     "make_tasks",
+    "output_directory",
     "output_name",
     "process_frame",
     "run_batch",

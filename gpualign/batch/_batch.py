@@ -49,13 +49,14 @@ from gpualign.pipeline import FrameOptions, detect_template, prepare_template
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["align_batch", "run_batch", "run_frames"]
+__all__ = ["align_batch", "output_directory", "run_batch", "run_frames"]
 
 #: Keyword options of :func:`align_batch` that are detection, matching and fitting settings.
 SETTING_NAMES = DetectSettings.names() + MatchSettings.names() + FitSettings.names()
 
 
-def _outdir(outdir: str | Path | None) -> Path | None:
+def output_directory(outdir: str | Path | None) -> Path | None:
+    """``outdir`` made absolute and created (InputError if it is a file; None stays None)."""
     if outdir is None:
         return None
     path = Path(outdir).absolute()
@@ -183,7 +184,7 @@ def align_batch(
     side = prepare_template(template, template_det=template_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col)
     cat = detect_template(side, det.sep_thresh)
-    return run_batch(sources, cat, side.header, side.shape, _outdir(outdir),
+    return run_batch(sources, cat, side.header, side.shape, output_directory(outdir),
                      detect=det, match=mat, fit=fit, source_ext=source_ext,
                      interp_order=interp_order, cval=cval, backend=backend, threads=threads,
                      overwrite=overwrite, skip_existing=skip_existing,

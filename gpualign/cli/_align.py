@@ -11,8 +11,7 @@ import typer
 from gpualign import _progress
 from gpualign._errors import InputError
 from gpualign.backend import get_backend
-from gpualign.batch import output_name, run_batch, summary_table
-from gpualign.batch._batch import _outdir
+from gpualign.batch import output_directory, output_name, run_batch, summary_table
 from gpualign.detect import DetectSettings, read_sextractor
 from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
@@ -94,7 +93,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--overwrite and --skip-existing exclude each other")
     cat = detect_template(side, det.sep_thresh)  # once for the whole batch
     results = run_batch(
-        sources, cat, side.header, side.shape, _outdir(output), detect=det, match=mat,
+        sources, cat, side.header, side.shape, output_directory(output), detect=det, match=mat,
         fit=fit, source_ext=source_ext, interp_order=interp_order, cval=cval,
         backend=be.name, threads=threads, overwrite=overwrite, skip_existing=skip_existing,
         scheduler=scheduler, workers=workers, show=False if quiet else None,

@@ -61,6 +61,14 @@ def run_apply(
     for out in outs:
         if out.exists() and not overwrite:
             raise InputError(f"output {out} exists", hint="use --overwrite to replace it")
+    options = {out: FrameOptions(
+        interp_order=interp_order, cval=cval, threads=threads, source_mask=source_mask,
+        mask_ext=mask_ext, source_weight=source_weight, weight_ext=weight_ext,
+        weight_type=weight_type, conserve_flux=conserve_flux,
+        preserve_footprints=preserve_footprints, output=out, overwrite=overwrite,
+        transform_file=str(transform_file), protected=(template, *images)) for out in outs}
+    for image, out in zip(images, outs, strict=True):  # every output, before any work
+        options[out].check_outputs(str(image))
     for image, out in zip(images, outs, strict=True):
         if not Path(image).is_file():
             raise InputError(f"image file not found: {image}")
@@ -71,14 +79,8 @@ def run_apply(
                 f"on a {solution.source_shape[1]}x{solution.source_shape[0]} source",
                 hint="apply a transform to images of the detector frame it was fitted on")
         data, src_header, own_mask = load_image(image, ext, name="image")
-        options = FrameOptions(
-            interp_order=interp_order, cval=cval, threads=threads, source_mask=source_mask,
-            mask_ext=mask_ext, source_weight=source_weight, weight_ext=weight_ext,
-            weight_type=weight_type, conserve_flux=conserve_flux,
-            preserve_footprints=preserve_footprints, output=out, overwrite=overwrite,
-            transform_file=str(transform_file), protected=(template, *images))
         warp_frame(data, str(image), src_header, own_mask, solution,
                    TemplateSide(None, header, (int(shape[0]), int(shape[1]))), backend=be,
-                   options=options)
+                   options=options[out])
         log.info("%s -> %s", image, out)
     return outs

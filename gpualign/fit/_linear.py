@@ -16,14 +16,15 @@ import numpy as np
 
 from gpualign._errors import InputError
 from gpualign.fit._robust import robust_fit
+from gpualign.fit._settings import LINEAR_MODELS
 from gpualign.transform import Transform, fit_transform
 
 log = logging.getLogger("gpualign")
 
 __all__ = ["MODELS", "check_model", "fit_model", "robust_fit_model", "linear_parameters"]
 
-#: The ``transform`` option's values.
-MODELS = ("similarity", "affine", "auto")
+#: The ``transform`` option's values (defined with the setting).
+MODELS = LINEAR_MODELS
 
 
 def check_model(model: object) -> str:

@@ -136,12 +136,11 @@ def find_transform(
     return solution
 
 
-def _check_warp_args(interp_order: Any, output_shape: Any) -> tuple[int, int]:
-    """Reject unusable warp options with an InputError; return the output shape."""
-    if isinstance(interp_order, bool) or not isinstance(interp_order, (int, np.integer)) \
-            or not 0 <= int(interp_order) <= 5:
-        raise InputError(f"interp_order must be an integer 0-5, got {interp_order!r}",
-                         hint="0 nearest, 1 linear, 3 cubic spline (default), 5 quintic")
+def _check_output_shape(output_shape: Any) -> tuple[int, int]:
+    """Reject an unusable output shape with an InputError; return it as two ints.
+
+    The other warp options are checked by :class:`FrameOptions`.
+    """
     try:
         shape = tuple(int(v) for v in output_shape)
         ok = len(shape) == 2 and min(shape) > 0 and all(
@@ -212,17 +211,17 @@ def apply_transform(
         output_shape = transform.template_shape
     if output_shape is None:
         raise InputError("output_shape is needed (the transform records no template shape)")
-    shape = _check_warp_args(interp_order, output_shape)
+    shape = _check_output_shape(output_shape)
+    options = FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype,
+                           threads=threads, source_mask=mask, source_weight=source_weight,
+                           weight_type=weight_type, conserve_flux=conserve_flux,
+                           preserve_footprints=preserve_footprints)
     if template_header is not None and not isinstance(template_header, fits.Header):
         template_header = template_header.to_header(relax=True)  # a WCS
     data, header, own_mask = load_image(image, ext)
     solution = transform if isinstance(transform, Solution) else bare_solution(
         transform, data.shape, shape)
     side = TemplateSide(None, template_header, shape)
-    options = FrameOptions(interp_order=int(interp_order), cval=cval, dtype=dtype,
-                           threads=threads, source_mask=mask, source_weight=source_weight,
-                           weight_type=weight_type, conserve_flux=conserve_flux,
-                           preserve_footprints=preserve_footprints)
     result = warp_frame(data, image, header, own_mask, solution, side, backend=be,
                         options=options)
     assert result is not None  # no output file: always in memory
@@ -317,7 +316,8 @@ def align(
     unknown = sorted(set(find_kwargs) - _find_transform_options())
     if unknown:
         raise TypeError(f"align() got an unexpected keyword argument {unknown[0]!r}")
-    _check_warp_args(interp_order, (1, 1) if output_shape is None else output_shape)
+    if output_shape is not None:
+        _check_output_shape(output_shape)
     (det, mat, fit), rest = split_settings(find_kwargs, DetectSettings, MatchSettings,
                                            FitSettings)
     options = FrameOptions(  # validated here, before anything is read

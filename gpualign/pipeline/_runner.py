@@ -301,7 +301,7 @@ def _streamable(options: FrameOptions, shape: tuple[int, int], mask: Any) -> boo
 
 
 def _check_output_size(o: FrameOptions, shape: tuple[int, int], mask: Any,
-                       weight: bool) -> None:
+                       weight: bool, streamed: bool) -> None:
     """InputError when the output cannot fit: in memory, or on the disk it is streamed to.
 
     Checked before the warp allocates or writes anything (an ``output_shape`` of
@@ -311,7 +311,7 @@ def _check_output_size(o: FrameOptions, shape: tuple[int, int], mask: Any,
     if mask is not None:
         per_pixel += max(np.asarray(mask).dtype.itemsize, 1)
     need = int(shape[0]) * int(shape[1]) * per_pixel
-    if _streamable(o, shape, mask):
+    if streamed:
         free = shutil.disk_usage(Path(o.output).parent or Path(".")).free
         where, hint = "free on the output's disk", "free some space, or write elsewhere"
     else:
@@ -331,9 +331,10 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
 
     Returns the AlignResult when kept in memory (no ``options.output``, or an
     output small enough to build in memory), None when streamed into the file.
+    The caller has checked the outputs against the inputs
+    (:meth:`FrameOptions.check_outputs`), before reading anything.
     """
     o = options
-    o.check_outputs(source)
     t1 = time.perf_counter()
     mask = own_mask
     if o.source_mask is not None:
@@ -349,7 +350,8 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
     warp_t, shape, offset = solution.transform, tuple(side.shape), (0, 0)
     if o.preserve_footprints:
         warp_t, shape, offset = grow_canvas(warp_t, data.shape, shape)
-    _check_output_size(o, shape, mask, variance is not None)
+    streamed = _streamable(o, shape, mask)
+    _check_output_size(o, shape, mask, variance is not None, streamed)
     src_hdr = None if has_ctype(side.header) else source_header
     wcs, wcs_cards = output_wcs_cards(side.header, src_hdr, warp_t, shape, offset)
     header = output_header(side.header, wcs_cards, solution=solution,
@@ -360,7 +362,7 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
     extras = TileExtras(warp_t, o.interp_order, variance, weight_type, o.conserve_flux)
     warp_kw = dict(backend=backend, order=o.interp_order, cval=o.cval, mask=mask,
                    threads=o.threads, dtype=o.dtype, overwrite_input=True)
-    if _streamable(o, shape, mask):  # a mosaic: tiles (with their extras) into the file
+    if streamed:  # a mosaic: tiles (with their extras) into the file
         warp_to_fits(data, warp_t, shape, o.output, header, overwrite=o.overwrite,
                      extras=extras, **warp_kw)
         solution.timings["warp+write"] = time.perf_counter() - t1

@@ -73,30 +73,24 @@ def check_weight_type(weight_type: str) -> str:
     return weight_type
 
 
-def source_variance(weight: Any, weight_type: str, source: Any,
+def source_variance(weight: np.ndarray | None, weight_type: str, source: Any,
                     source_shape: tuple[int, int]) -> tuple[np.ndarray | None, str]:
     """The source's variance map and the weight type of the output.
 
-    ``weight`` (an array or an NDData uncertainty, already read) wins; otherwise an
-    NDData ``source``'s uncertainty, as a variance; otherwise none.
+    ``weight`` (as :func:`gpualign.io.load_weight` reads it: float64, of the source's
+    shape) wins; otherwise an NDData ``source``'s uncertainty, as a variance;
+    otherwise none.
     """
     check_weight_type(weight_type)
-    variance = None
     if weight is not None:
-        arr = weight.array if hasattr(weight, "array") and not isinstance(weight, np.ndarray) \
-            else weight
-        arr = np.asarray(arr)
-        if arr.dtype.kind not in "fiub":
-            raise InputError(f"the weight map has unsupported dtype {arr.dtype}")
-        variance = to_variance(arr.astype(np.float64), weight_type)
-    else:
-        extras = source_extras(source)
-        if extras["variance"] is not None:
-            variance, weight_type = extras["variance"], "variance"
-    if variance is not None and variance.shape != tuple(source_shape):
+        return to_variance(weight, weight_type), weight_type
+    variance = source_extras(source)["variance"]
+    if variance is None:
+        return None, weight_type
+    if variance.shape != tuple(source_shape):
         raise InputError(f"the weight map's shape {variance.shape} differs from the "
                          f"image's {tuple(source_shape)}")
-    return variance, weight_type
+    return variance, "variance"
 
 
 #: Output rows per block when the extras run over an output held in memory.

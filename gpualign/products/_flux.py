@@ -15,13 +15,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from gpualign.transform import Transform
 
-__all__ = ["jacobian_det_grid", "conserve_flux_inplace"]
+__all__ = ["jacobian_det_grid"]
 
-ROWS = 256
 
 
 def jacobian_det_grid(t: Transform, xp: ModuleType, x0: int, x1: int, y0: int,
@@ -32,31 +29,3 @@ def jacobian_det_grid(t: Transform, xp: ModuleType, x0: int, x1: int, y0: int,
     b *= c
     a -= b
     return a
-
-
-def conserve_flux_inplace(
-    data: np.ndarray, t: Transform, *, variance: np.ndarray | None = None,
-    footprint: np.ndarray | None = None,
-) -> None:
-    """Multiply ``data`` by ``|det J|`` (and ``variance`` by ``det J**2``), in row blocks.
-
-    Parameters
-    ----------
-    data : ndarray (ny, nx)
-        Resampled image on the grid where ``t`` is evaluated (modified in place).
-    t : Transform
-        Output pixel -> source pixel mapping used for the resampling.
-    variance : ndarray, optional
-        Resampled variance on the same grid (modified in place).
-    footprint : ndarray of bool, optional
-        Only these pixels are scaled (the others hold ``cval``).
-    """
-    ny, nx = data.shape
-    for y0 in range(0, ny, ROWS):
-        y1 = min(y0 + ROWS, ny)
-        j = np.abs(jacobian_det_grid(t, np, 0, nx, y0, y1))
-        if footprint is not None:
-            j[~footprint[y0:y1]] = 1.0
-        data[y0:y1] *= j.astype(data.dtype, copy=False)
-        if variance is not None:
-            variance[y0:y1] *= (j * j).astype(variance.dtype, copy=False)

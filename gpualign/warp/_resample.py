@@ -23,7 +23,7 @@ from gpualign._system import single_threaded_blas, usable_cores
 from gpualign.backend import Backend, _host
 from gpualign.transform import Transform
 from gpualign.warp._invalid import PackedMask, fill_invalid, grow_invalid
-from gpualign.warp._sampler import TileSampler, _mask_at, empty_like_tile  # noqa: F401
+from gpualign.warp._sampler import TileSampler, empty_like_tile
 
 log = logging.getLogger("gpualign")
 

@@ -22,8 +22,8 @@ from gpualign.backend import get_backend
 from gpualign.detect._sep import detect
 from gpualign.transform._transform import Transform
 from gpualign.warp import _invalid
-from gpualign.warp import _resample as _warp
 from gpualign.warp._resample import kernel_reach, warp
+from gpualign.warp._sampler import _mask_at
 
 SRC = (150, 170)
 OUT = (160, 160)
@@ -266,7 +266,7 @@ def test_mask_lookup_equals_order0_map_coordinates():
     coords = np.stack([rng.uniform(-5, 125, (40, 30)), rng.uniform(-5, 95, (40, 30))])
     coords[:, 0, :4] = [[-0.5, 0.5, 119.5, 89.49], [0.4999, 89.5, -0.51, 3.5]]  # ties, edges
     ref = ndimage.map_coordinates(bad.astype(np.uint8), coords, order=0, mode="nearest")
-    got = _warp._mask_at(np, _packed(bad), coords)
+    got = _mask_at(np, _packed(bad), coords)
     np.testing.assert_array_equal(got, ref.astype(bool))
 
 
