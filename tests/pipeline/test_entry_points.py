@@ -173,3 +173,27 @@ def test_streamed_output_equals_the_in_memory_one_with_extras(files, tmp_path, m
     for name in mem[0]:
         np.testing.assert_array_equal(st[0][name], mem[0][name], err_msg=name)
     assert _cards(mem[1]) == _cards(st[1])
+
+
+def test_a_batch_carries_each_frames_own_mask_and_uncertainty(files):
+    """Masks and weights reach a batch as the frames' own: a masked array's mask and an
+    NDData's uncertainty give the planes gpualign.align gives for the same frame."""
+    from astropy.nddata import NDData, VarianceUncertainty
+
+    data = fits.getdata(files / "s.fits").astype(np.float32)
+    mask = fits.getdata(files / "mask.fits").astype(bool)
+    var = fits.getdata(files / "var.fits")
+    frames = [np.ma.MaskedArray(data, mask=mask),
+              NDData(data, uncertainty=VarianceUncertainty(var))]
+    template = files / "t.fits"
+    results = gpualign.align_batch(frames, template, processes=1, backend="numpy")
+    assert all(r.ok for r in results), [r.message for r in results]
+    masked, with_var = (r.result for r in results)
+    ref_m = gpualign.align(frames[0], template, backend="numpy")
+    ref_w = gpualign.align(frames[1], template, backend="numpy")
+    assert masked.mask is not None and masked.mask.any()
+    np.testing.assert_array_equal(masked.mask, ref_m.mask)
+    np.testing.assert_array_equal(masked.data, ref_m.data)
+    assert with_var.weight is not None and with_var.weight_type == "variance"
+    np.testing.assert_array_equal(with_var.weight, ref_w.weight)
+    np.testing.assert_array_equal(with_var.data, ref_w.data)
