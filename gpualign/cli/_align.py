@@ -11,7 +11,13 @@ import typer
 from gpualign import _progress
 from gpualign._errors import InputError
 from gpualign.backend import get_backend
-from gpualign.batch import output_directory, output_name, run_batch, summary_table
+from gpualign.batch import (
+    make_tasks,
+    output_directory,
+    output_name,
+    run_batch,
+    summary_table,
+)
 from gpualign.detect import DetectSettings, read_sextractor
 from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
@@ -32,6 +38,23 @@ SINGLE_SOURCE_OPTIONS = ("source_mask", "mask_ext", "source_weight", "weight_ext
                          "weight_type", "save_transform")
 #: Options of the output that apply to every source.
 EVERY_SOURCE_OPTIONS = ("conserve_flux", "preserve_footprints")
+
+
+def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...]) -> None:
+    """InputError, before anything is read or created, for a batch that cannot run.
+
+    Every source must exist, ``output`` must be (or become) a directory, and no two
+    outputs may collide or replace an input.
+    """
+    for src in sources:
+        if not Path(src).is_file():
+            what = "is not a file" if Path(src).exists() else "not found"
+            raise InputError(f"source file {what}: {src}",
+                             hint="check the path; a batch is checked before any frame runs")
+    outdir = Path(output).absolute()
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{output} is not a directory", hint="several sources need -o OUTDIR")
+    make_tasks(sources, outdir, protected)
 
 
 def run_align(sources: list[Path], template: Path | None, output: Path, *,
@@ -60,6 +83,11 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
                          "source", hint="use gpualign apply for the other images")
     if len(sources) > 1 and source_cat is not None:
         raise InputError("--source-cat applies to a single source")
+    if overwrite and skip_existing:
+        raise InputError("--overwrite and --skip-existing exclude each other",
+                         hint="--overwrite replaces outputs, --skip-existing keeps them")
+    if len(sources) > 1:
+        _check_batch(sources, output, protected=(template, template_cat))
     if output_shape is not None and min(output_shape) < 1:
         raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
     FrameOptions(interp_order=interp_order, cval=cval, threads=threads,
@@ -89,8 +117,6 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
                           options=options, source_det=src_det)
         log_stats(Path(sources[0]).name, frame.solution)
         return
-    if overwrite and skip_existing:
-        raise InputError("--overwrite and --skip-existing exclude each other")
     cat = detect_template(side, det.sep_thresh)  # once for the whole batch
     results = run_batch(
         sources, cat, side.header, side.shape, output_directory(output), detect=det, match=mat,

@@ -328,7 +328,60 @@ def _no_hugepage_advice() -> None:
     _set_madvise_hugepage(False)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _click_kind(exc: BaseException) -> str | None:
+    """``"help"``, ``"usage"``, ``"click"`` or ``"abort"`` for the parser's exceptions.
+
+    Told by class name: typer vendors its own copy of click, so the classes differ
+    between typer versions while the names stay.
+    """
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "NoArgsIsHelpError" in names:
+        return "help"
+    if "UsageError" in names:
+        return "usage"
+    if "ClickException" in names:
+        return "click"
+    return "abort" if "Abort" in names else None
+
+
+def _usage_line(exc: Exception) -> str:
+    """One line for a command-line usage error (the parser's own takes five, in a box)."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    param = getattr(exc, "param", None)
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if (low is not None or high is not None) and "allowed" not in message:
+        message += f" (allowed: {'' if low is None else low}..{'' if high is None else high})"
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "gpualign"
+    return f"gpualign: error: {message} (see '{command} --help')"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every failure is one line on stderr and an exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+    """
     _no_hugepage_advice()
-    app()
+    try:
+        code = app(args=argv, prog_name="gpualign", standalone_mode=False)
+    except Exception as exc:
+        kind = _click_kind(exc)
+        if kind == "help":  # no arguments at all
+            typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
+            code = EXIT_USAGE
+        elif kind == "usage":  # bad option, missing argument, bad value
+            typer.echo(_usage_line(exc), err=True)
+            code = EXIT_USAGE
+        elif kind == "click":
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+            typer.echo(f"gpualign: error: {message}", err=True)
+            code = exc.exit_code  # type: ignore[attr-defined]
+        elif kind == "abort":  # end of input at a prompt
+            typer.echo("gpualign: interrupted", err=True)
+            code = 130
+        else:
+            raise
+    sys.exit(code if isinstance(code, int) else 0)

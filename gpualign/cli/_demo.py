@@ -10,6 +10,7 @@ import numpy as np
 import typer
 from astropy.io import fits
 
+from gpualign._errors import InputError
 from gpualign._simulate import error_stats, make_mapping, position_errors, warp_real_image
 from gpualign.detect import detect
 from gpualign.io import write_fits_atomic
@@ -37,6 +38,9 @@ def run_demo(outdir: Path, *, backend: str = "auto") -> dict[str, float]:
     dict
         rms, max and median error (px), matches, degree, seconds.
     """
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} exists and is not a directory",
+                         hint="give --outdir a new or existing directory")
     with fits.open(demo_image_path()) as hdul:
         template = np.array(hdul[0].data, dtype=np.float32)
         header = hdul[0].header.copy()
