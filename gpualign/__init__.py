@@ -6,6 +6,7 @@ from gpualign._errors import (
     InputError,
     NoOverlap,
     NoQuadMatch,
+    OutputError,
     TooFewStars,
 )
 from gpualign._version import __version__
@@ -32,6 +33,7 @@ __all__ = [
     "MatchSettings",
     "NoOverlap",
     "NoQuadMatch",
+    "OutputError",
     "Solution",
     "TooFewStars",
     "Transform",

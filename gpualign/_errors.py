@@ -39,5 +39,9 @@ class NoOverlap(GpuAlignError):
     """The fitted mapping leaves no overlap between source and template."""
 
 
+class OutputError(GpuAlignError):
+    """The output could not be written (disk full, file size limit, permissions)."""
+
+
 class BackendUnavailable(GpuAlignError):
     """The requested array backend cannot run on this machine."""

@@ -8,6 +8,7 @@ sees half a file.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
@@ -16,12 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gpualign._errors import InputError
+from gpualign._errors import InputError, OutputError
 
 __all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
            "refuse_overwriting_inputs", "remove_stale_temporaries",
            "temporary_beside", "fork_workers", "forked_pool", "mp_context",
-           "limit_blas_threads", "single_threaded_blas"]
+           "limit_blas_threads", "single_threaded_blas", "reporting_write_errors"]
 
 
 def usable_cores() -> int:
@@ -32,16 +33,57 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes a container's memory limit still allows (cgroup v2, then v1), if limited."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        cap, used = _read_int(limit), _read_int(usage)
+        if cap is not None and used is not None and cap < 1 << 60:
+            return max(cap - used, 0)
+    return None
+
+
+def _address_space_headroom() -> int | None:
+    """Bytes the address-space limit (``ulimit -v``) still allows, if one is set."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(soft - int(line.split()[1]) * 1024, 0)
+    except OSError:
+        pass
+    return soft
+
+
 def available_memory() -> int:
-    """Bytes of memory available to new allocations (``MemAvailable``; 8 GiB if unknown)."""
+    """Bytes of memory available to new allocations.
+
+    The least of the system's ``MemAvailable`` (8 GiB if unknown), a container's
+    cgroup limit less its usage, and the headroom under an address-space limit.
+    """
+    found = [8 << 30]
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found = [int(line.split()[1]) * 1024]
     except OSError:
         pass
-    return 8 << 30
+    found += [v for v in (_cgroup_headroom(), _address_space_headroom()) if v is not None]
+    return min(found)
 
 
 def umask() -> int:
@@ -65,13 +107,18 @@ def _host_tag() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs here (a zombie, killed but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:  # Linux: the state after the command name in /proc/PID/stat; Z = zombie
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def remove_stale_temporaries(path: Path) -> int:
@@ -109,6 +156,31 @@ def temporary_beside(path: Path) -> tuple[int, str]:
                             suffix=".tmp", dir=directory)
 
 
+#: errno values that mean there is no room for the output.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@contextmanager
+def reporting_write_errors(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into a one-line :class:`OutputError`.
+
+    A full disk or a file size limit (``RLIMIT_FSIZE``) otherwise surfaces as
+    ``[Errno 27] File too large`` or astropy's ``810000 requested and 72120 written``.
+    The writers remove their temporary file themselves; nothing is left at ``path``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        if exc.errno in _NO_ROOM or "requested and" in text:
+            why = "the disk is full or the file size limit is reached"
+            hint = "free some space, write elsewhere, or raise the limit (ulimit -f)"
+        else:
+            why = exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
+            hint = "check the output directory's permissions and space"
+        raise OutputError(f"cannot write {path}: {why}", hint=hint) from exc
+
+
 def publish(tmp: str, path: Path) -> None:
     """Give ``tmp`` the mode a plain ``open()`` would and rename it onto ``path``."""
     os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes the file private (0600)
@@ -119,8 +191,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     fd, tmp = temporary_beside(Path(path))
     try:
-        with os.fdopen(fd, "w") as f:
+        with reporting_write_errors(Path(path)), os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         publish(tmp, Path(path))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
-from gpualign._system import publish, temporary_beside
+from gpualign._system import publish, reporting_write_errors, temporary_beside
 from gpualign.io._write import WEIGHT_HDU_NAMES
 from gpualign.products import TileExtras
 from gpualign.warp import warp
@@ -204,8 +204,9 @@ def warp_to_fits(image: np.ndarray, transform: Any, shape: tuple[int, int], path
         raise ValueError("streamed outputs carry boolean or uint8 masks only")
     weight = (WEIGHT_HDU_NAMES[extras.weight_type]
               if extras is not None and extras.has_weight else None)
-    with TiledFitsWriter(path, header, shape, dtype, mask=mask is not None, weight=weight,
-                         overwrite=overwrite) as writer:
+    with reporting_write_errors(Path(path)), \
+            TiledFitsWriter(path, header, shape, dtype, mask=mask is not None, weight=weight,
+                            overwrite=overwrite) as writer:
         def sink(y0: int, y1: int, data: np.ndarray, footprint: np.ndarray,
                  tile_mask: np.ndarray | None) -> None:
             w = None

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
-from gpualign._system import publish, temporary_beside
+from gpualign._system import publish, reporting_write_errors, temporary_beside
 from gpualign._version import __version__
 
 __all__ = ["output_header", "result_hdus", "write_fits_atomic", "WEIGHT_HDU_NAMES",
@@ -142,7 +142,8 @@ def write_fits_atomic(
     fd, tmp = temporary_beside(path)
     os.close(fd)
     try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        with reporting_write_errors(path):
+            fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

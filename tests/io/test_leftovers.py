@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -55,3 +57,20 @@ def test_a_killed_writer_leaves_a_named_temporary_that_is_cleaned(tmp_path):
     assert len(left) == 1 and f"{_host_tag()}-" in left[0].name and not out.exists()
     assert remove_stale_temporaries(out) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zombie_writers_temporary_is_removed(tmp_path):
+    """A writer killed but not reaped (a container whose init never reaps) is dead."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc.kill()
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{proc.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "never became a zombie"
+        out = tmp_path / "z.fits"
+        (tmp_path / f".z.fits.{_host_tag()}-{proc.pid}.x1.tmp").write_bytes(b"partial")
+        assert remove_stale_temporaries(out) == 1
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        proc.wait()
