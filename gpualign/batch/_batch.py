@@ -111,6 +111,7 @@ def align_batch(
     dtype: Any = np.float32,
     conserve_flux: bool = False,
     preserve_footprints: bool = False,
+    max_memory: float | None = None,
     **find_kwargs: Any,
 ) -> list[FrameResult]:
     """Align many sources onto one template; one result per source, none raises.
@@ -131,9 +132,9 @@ def align_batch(
         Template detections instead of running sep.
     output_shape : tuple of int, optional
         ``(ny, nx)`` of the output (default: the template's).
-    interp_order, cval, backend, threads, dtype, conserve_flux, preserve_footprints :
-        As in :func:`gpualign.align`; the frames' own masks (masked arrays, NDData)
-        and NDData uncertainties are resampled as there.
+    interp_order, cval, backend, threads, dtype, conserve_flux, preserve_footprints, max_memory :
+        As in :func:`gpualign.align` (``max_memory`` for each frame); the frames' own
+        masks (masked arrays, NDData) and NDData uncertainties are resampled as there.
     overwrite : bool
         Replace existing outputs.
     skip_existing : bool
@@ -180,16 +181,18 @@ def align_batch(
     if overwrite and skip_existing:
         raise InputError("overwrite and skip_existing exclude each other")
     (det, mat, fit), _ = split_settings(find_kwargs, DetectSettings, MatchSettings, FitSettings)
-    FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype, threads=threads)  # checks
+    FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype, threads=threads,
+                 max_memory=max_memory)  # checks
     side = prepare_template(template, template_det=template_det, ext=template_ext,
-                            output_shape=output_shape, flux_col=det.flux_col)
+                            output_shape=output_shape, flux_col=det.flux_col,
+                            max_memory=max_memory)
     cat = detect_template(side, det.sep_thresh)
     return run_batch(sources, cat, side.header, side.shape, output_directory(outdir),
                      detect=det, match=mat, fit=fit, source_ext=source_ext,
                      interp_order=interp_order, cval=cval, backend=backend, threads=threads,
                      overwrite=overwrite, skip_existing=skip_existing,
                      dtype=np.dtype(dtype).name, conserve_flux=bool(conserve_flux),
-                     preserve_footprints=bool(preserve_footprints),
+                     preserve_footprints=bool(preserve_footprints), max_memory=max_memory,
                      processes=processes, scheduler=scheduler,
                      workers=workers, show=bool(progress), timeout=timeout,
                      protected=(template, template_det))

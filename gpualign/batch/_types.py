@@ -110,6 +110,7 @@ class BatchContext:
     preserve_footprints: bool = False
     protected: tuple[str, ...] = ()
     log_level: int = logging.WARNING
+    max_memory: float | None = None
 
 
 def output_name(source: Path | str, outdir: Path) -> Path:

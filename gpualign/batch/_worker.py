@@ -140,7 +140,7 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
             interp_order=ctx.interp_order, cval=ctx.cval, dtype=np.dtype(ctx.dtype),
             threads=ctx.threads, source_ext=ctx.source_ext, output=out,
             conserve_flux=ctx.conserve_flux, preserve_footprints=ctx.preserve_footprints,
-            protected=ctx.protected,
+            protected=ctx.protected, max_memory=ctx.max_memory,
             overwrite=ctx.overwrite, stamps=[
                 ("GA_TMPL", ctx.template_key, "fingerprint of the template catalogue"),
                 ("GA_BATCH", ctx.batch_id, "id of the batch that wrote this file")])

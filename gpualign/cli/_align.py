@@ -64,7 +64,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               interp_order: int, cval: float, backend: str, threads: int | None,
               overwrite: bool, skip_existing: bool = False, scheduler: str | None = None,
               workers: int | None = None, quiet: bool = False,
-              extras: dict[str, Any] | None = None) -> None:
+              extras: dict[str, Any] | None = None, max_memory: float | None = None) -> None:
     """Align each source onto the template; several sources go into a directory.
 
     ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` and
@@ -90,7 +90,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         _check_batch(sources, output, protected=(template, template_cat))
     if output_shape is not None and min(output_shape) < 1:
         raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
-    FrameOptions(interp_order=interp_order, cval=cval, threads=threads,
+    FrameOptions(interp_order=interp_order, cval=cval, threads=threads, max_memory=max_memory,
                  weight_type=extras.get("weight_type") or "variance")  # before any work
     _progress.configure(enabled=not quiet)
     be = get_backend(backend)
@@ -98,7 +98,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
     if template_cat is not None:
         tmpl_det = read_sextractor(template_cat, flux_col=det.flux_col)
     side = prepare_template(template, template_det=tmpl_det, ext=template_ext,
-                            output_shape=output_shape, flux_col=det.flux_col)
+                            output_shape=output_shape, flux_col=det.flux_col,
+                            max_memory=max_memory)
     if len(sources) == 1:
         if output.is_dir():  # an existing directory: the batch's name inside it
             output = output_name(sources[0], output)
@@ -110,7 +111,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
             src_det = read_sextractor(source_cat, flux_col=det.flux_col)
         options = FrameOptions(
             interp_order=interp_order, cval=cval, threads=threads, source_ext=source_ext,
-            output=output, overwrite=overwrite,
+            output=output, overwrite=overwrite, max_memory=max_memory,
             protected=(template, template_cat, source_cat),
             weight_type=extras.pop("weight_type", None) or "variance", **extras)
         frame = run_frame(sources[0], side, detect=det, match=mat, fit=fit, backend=be,
@@ -123,7 +124,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         fit=fit, source_ext=source_ext, interp_order=interp_order, cval=cval,
         backend=be.name, threads=threads, overwrite=overwrite, skip_existing=skip_existing,
         scheduler=scheduler, workers=workers, show=False if quiet else None,
-        protected=(template, template_cat),
+        protected=(template, template_cat), max_memory=max_memory,
         **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
     if not quiet:
         typer.echo(summary_table(results))

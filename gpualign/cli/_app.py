@@ -102,6 +102,11 @@ ConserveFlux = Annotated[
 PreserveFootprints = Annotated[
     bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
 ]
+MaxMemory = Annotated[
+    float | None,
+    typer.Option(help="GiB the run may hold at its peak (default: the memory "
+                 "available; more runs on swap)."),
+]
 InterpOrder = Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")]
 Cval = Annotated[float, typer.Option(help="Value of pixels with no data.")]
 
@@ -169,6 +174,7 @@ def align(
     cval: Cval = float("nan"),
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
+    max_memory: MaxMemory = None,
     simple: Annotated[
         bool, typer.Option("--simple", help="Affine only (spalipy's align-fits-simple).")
     ] = False,
@@ -219,7 +225,7 @@ def align(
             template_cat=template_cat, source_ext=source_ext, template_ext=template_ext,
             output_shape=output_shape, interp_order=interp_order, cval=cval, backend=backend,
             threads=threads, overwrite=overwrite, skip_existing=skip_existing,
-            scheduler=scheduler, workers=workers, quiet=quiet,
+            scheduler=scheduler, workers=workers, quiet=quiet, max_memory=max_memory,
             extras=dict(source_mask=source_mask, mask_ext=mask_ext,
                         source_weight=source_weight, weight_ext=weight_ext,
                         weight_type=weight_type, conserve_flux=conserve_flux,
@@ -260,6 +266,7 @@ def apply(
     preserve_footprints: PreserveFootprints = False,
     backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
+    max_memory: MaxMemory = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     verbose: Verbose = 0,
 ) -> None:
@@ -273,7 +280,8 @@ def apply(
                   source_weight=source_weight, weight_ext=weight_ext, weight_type=weight_type,
                   output_shape=output_shape, interp_order=interp_order, cval=cval,
                   conserve_flux=conserve_flux, preserve_footprints=preserve_footprints,
-                  backend=backend, threads=threads, overwrite=overwrite)
+                  backend=backend, threads=threads, overwrite=overwrite,
+                  max_memory=max_memory)
     except Exception as exc:
         raise fail(exc, verbose) from None
 

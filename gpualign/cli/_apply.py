@@ -16,7 +16,7 @@ from pathlib import Path
 from gpualign._errors import InputError
 from gpualign.backend import get_backend
 from gpualign.io import image_shape, load_image, read_header
-from gpualign.pipeline import FrameOptions, TemplateSide, warp_frame
+from gpualign.pipeline import FrameOptions, TemplateSide, check_image_memory, warp_frame
 from gpualign.products import load_solution
 
 log = logging.getLogger("gpualign")
@@ -32,13 +32,15 @@ def run_apply(
     weight_type: str = "variance", output_shape: tuple[int, int] | None = None,
     interp_order: int = 3, cval: float = float("nan"), conserve_flux: bool = False,
     preserve_footprints: bool = False, backend: str = "auto", threads: int | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, max_memory: float | None = None,
 ) -> list[Path]:
     """Resample each image with the saved mapping and write it; return the output paths.
 
     One image: ``output`` is the file (or an existing directory to write into).
     Several: ``output`` is a directory and each goes to ``<stem>_aligned.fits``.
     """
+    if output_shape is not None and min(output_shape) < 1:
+        raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
     solution = load_solution(transform_file)
     shape = tuple(output_shape) if output_shape else solution.template_shape
     if shape is None:
@@ -66,7 +68,8 @@ def run_apply(
         mask_ext=mask_ext, source_weight=source_weight, weight_ext=weight_ext,
         weight_type=weight_type, conserve_flux=conserve_flux,
         preserve_footprints=preserve_footprints, output=out, overwrite=overwrite,
-        transform_file=str(transform_file), protected=(template, *images)) for out in outs}
+        transform_file=str(transform_file), protected=(template, *images),
+        max_memory=max_memory) for out in outs}
     for image, out in zip(images, outs, strict=True):  # every output, before any work
         options[out].check_outputs(str(image))
     for image, out in zip(images, outs, strict=True):
@@ -78,6 +81,7 @@ def run_apply(
                 f"{image} is {src_shape[1]}x{src_shape[0]} but the transform was fitted "
                 f"on a {solution.source_shape[1]}x{solution.source_shape[0]} source",
                 hint="apply a transform to images of the detector frame it was fitted on")
+        check_image_memory(image, ext, "image", max_memory)
         data, src_header, own_mask = load_image(image, ext, name="image")
         warp_frame(data, str(image), src_header, own_mask, solution,
                    TemplateSide(None, header, (int(shape[0]), int(shape[1]))), backend=be,

@@ -23,6 +23,7 @@ from gpualign.match import MatchSettings
 from gpualign.pipeline._runner import (
     FrameOptions,
     TemplateSide,
+    check_image_memory,
     detect_template,
     prepare_template,
     run_frame,
@@ -170,6 +171,7 @@ def apply_transform(
     conserve_flux: bool = False,
     preserve_footprints: bool = False,
     template_header: Any = None,
+    max_memory: float | None = None,
 ) -> AlignResult:
     """Resample an image with a known mapping (no detection).
 
@@ -201,6 +203,10 @@ def apply_transform(
     template_header : astropy Header or WCS, optional
         The template's header (its WCS becomes the output's); without one, an image
         with a WCS gets its WCS composed with the mapping.
+    max_memory : float, optional
+        GiB the run may hold at its peak (default: what the machine has available;
+        more allows a run on swap). A run whose plan needs more is refused before
+        anything is allocated.
 
     Returns
     -------
@@ -215,9 +221,10 @@ def apply_transform(
     options = FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype,
                            threads=threads, source_mask=mask, source_weight=source_weight,
                            weight_type=weight_type, conserve_flux=conserve_flux,
-                           preserve_footprints=preserve_footprints)
+                           preserve_footprints=preserve_footprints, max_memory=max_memory)
     if template_header is not None and not isinstance(template_header, fits.Header):
         template_header = template_header.to_header(relax=True)  # a WCS
+    check_image_memory(image, ext, "image", max_memory)
     data, header, own_mask = load_image(image, ext)
     solution = transform if isinstance(transform, Solution) else bare_solution(
         transform, data.shape, shape)
@@ -258,6 +265,7 @@ def align(
     weight_type: str = "variance",
     conserve_flux: bool = False,
     preserve_footprints: bool = False,
+    max_memory: float | None = None,
     **find_kwargs: Any,
 ) -> AlignResult:
     """Put ``source`` onto the pixel grid of ``template``, using stars as tie-points.
@@ -295,6 +303,10 @@ def align(
     preserve_footprints : bool
         Grow the output canvas to hold the whole source and the whole template;
         ``result.offset`` is where the template's pixel (0, 0) lands.
+    max_memory : float, optional
+        GiB the run may hold at its peak (default: what the machine has available;
+        more allows a run on swap). A run whose plan needs more is refused before
+        anything is allocated.
     **find_kwargs
         Detection, matching and fitting options of :func:`find_transform`, and its
         ``source_det``, ``template_det``, ``source_ext``, ``template_ext``.
@@ -324,11 +336,12 @@ def align(
         interp_order=interp_order, cval=cval, dtype=dtype, threads=threads,
         source_ext=rest.get("source_ext"), source_mask=source_mask,
         source_weight=source_weight, weight_type=weight_type, conserve_flux=conserve_flux,
-        preserve_footprints=preserve_footprints, protected=(template,))
+        preserve_footprints=preserve_footprints, protected=(template,),
+        max_memory=max_memory)
     be = get_backend(backend)
     side = prepare_template(template, template_det=rest.get("template_det"),
                             ext=rest.get("template_ext"), output_shape=output_shape,
-                            flux_col=det.flux_col)
+                            flux_col=det.flux_col, max_memory=max_memory)
     out = run_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
                     options=options, source_det=rest.get("source_det"))
     assert out.result is not None  # no output file: always in memory

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from gpualign._errors import InputError
-from gpualign._system import available_memory, refuse_overwriting_inputs
+from gpualign._system import refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
     STRIP_DETECT_PIXELS,
@@ -39,11 +39,13 @@ from gpualign.io import (
     load_mask,
     load_weight,
     output_header,
+    read_header,
     result_hdus,
     warp_to_fits,
     write_fits_atomic,
 )
 from gpualign.match import MatchSettings
+from gpualign.pipeline._memory import GIB, check_memory, memory_budget, warp_memory
 from gpualign.pipeline._solve import solve
 from gpualign.products import (
     AlignResult,
@@ -56,13 +58,13 @@ from gpualign.products import (
     output_wcs_cards,
     source_variance,
 )
-from gpualign.warp import warp
+from gpualign.warp import default_threads, warp
 
 log = logging.getLogger("gpualign")
 
 __all__ = ["TemplateSide", "FrameOptions", "FrameOutput", "prepare_template",
-           "detect_template", "solve_frame", "warp_frame", "run_frame", "log_stats",
-           "SEQUENTIAL_DETECT_PIXELS"]
+           "detect_template", "solve_frame", "check_image_memory", "warp_frame", "run_frame",
+           "log_stats", "SEQUENTIAL_DETECT_PIXELS"]
 
 #: Templates of at least this many pixels are detected before the source is read.
 SEQUENTIAL_DETECT_PIXELS = 1 << 27
@@ -114,6 +116,9 @@ class FrameOptions:
         Name of the transform file applied (``gpualign apply``).
     protected : tuple
         Further input files (template, catalogues) the outputs must never replace.
+    max_memory : float, optional
+        GiB the run may hold at its peak (default: what the machine has available);
+        a run whose plan needs more is refused before it allocates anything.
     """
 
     interp_order: int = 3
@@ -134,6 +139,7 @@ class FrameOptions:
     stamps: list[tuple[str, Any, str]] = field(default_factory=list)
     transform_file: str | None = None
     protected: tuple[Any, ...] = ()
+    max_memory: float | None = None
 
     def __post_init__(self) -> None:
         """Reject unusable warp options with an InputError before any work."""
@@ -158,9 +164,27 @@ class FrameOptions:
             raise InputError(f"threads must be a whole number >= 1, got {t!r}",
                              hint="omit it to use every usable core")
         check_weight_type(self.weight_type)
+        m = self.max_memory
+        if m is not None and (isinstance(m, (bool, str, bytes)) or not np.isscalar(m)
+                              or not np.isfinite(m) or m <= 0):
+            raise InputError(f"max_memory must be a positive number of GiB, got {m!r}",
+                             hint="omit it to use the memory the machine has available")
 
     def check_outputs(self, source: Any) -> None:
-        """InputError when the output or the saved transform would replace an input."""
+        """InputError when the output or the saved transform would replace an input.
+
+        Also when either's directory does not exist, or it names a directory: both are
+        checked before any work, so a run never stops between writing the two.
+        """
+        for path in (self.output, self.save_transform):
+            if path is None:
+                continue
+            parent = Path(path).parent
+            if not parent.is_dir():
+                raise InputError(f"output directory does not exist: {parent}",
+                                 hint="create it first")
+            if Path(path).is_dir():
+                raise InputError(f"{path} is a directory", hint="give a file name")
         refuse_overwriting_inputs(
             [self.output, self.save_transform],
             [source, self.source_mask, self.source_weight, self.transform_file,
@@ -176,6 +200,25 @@ class FrameOutput:
     output: Path | None = None
 
 
+def check_image_memory(obj: Any, ext: int | str | None, what: str,
+                       max_memory: float | None = None) -> None:
+    """InputError, before reading, when a FITS image's pixels cannot fit in memory.
+
+    Reading holds the file's own pixels and their float32 copy at once.
+    """
+    if not isinstance(obj, (str, Path)):
+        return
+    try:
+        hdr = read_header(obj, ext, what)
+        ny, nx = int(hdr["NAXIS2"]), int(hdr["NAXIS1"])
+        bytes_per_pixel = abs(int(hdr.get("BITPIX", -32))) // 8 + 4
+    except (InputError, KeyError, ValueError, TypeError):
+        return  # load_image says what is wrong with the file
+    need = ny * nx * bytes_per_pixel
+    check_memory(f"reading the {nx}x{ny} {what}", need, max_memory,
+                 hint="free memory, or use a machine with more")
+
+
 def _with_shape(cat: Catalog, shape: tuple[int, ...] | None) -> Catalog:
     if cat.shape is not None or shape is None:
         return cat
@@ -185,7 +228,8 @@ def _with_shape(cat: Catalog, shape: tuple[int, ...] | None) -> Catalog:
 
 def prepare_template(template: Any, *, template_det: Any = None,
                      ext: int | str | None = None, output_shape: Any = None,
-                     flux_col: str | None = None) -> TemplateSide:
+                     flux_col: str | None = None,
+                     max_memory: float | None = None) -> TemplateSide:
     """Read the template (pixels, header, grid) and take its catalogue if one is given.
 
     Parameters
@@ -200,6 +244,8 @@ def prepare_template(template: Any, *, template_det: Any = None,
         ``(ny, nx)`` of the output grid (default: the template's).
     flux_col : str, optional
         Flux column of a catalogue.
+    max_memory : float, optional
+        GiB the run may hold (default: the memory available).
 
     Returns
     -------
@@ -207,6 +253,7 @@ def prepare_template(template: Any, *, template_det: Any = None,
     """
     data = header = mask = None
     if template is not None:
+        check_image_memory(template, ext, "template", max_memory)
         data, header, mask = load_image(template, ext, name="template")
     if template_det is None and data is None:
         raise InputError("no template given", hint="pass a template image or a template "
@@ -291,36 +338,68 @@ def _source_name(source: Any) -> str:
     return Path(source).name if isinstance(source, (str, Path)) else "<array>"
 
 
-def _streamable(options: FrameOptions, shape: tuple[int, int], mask: Any) -> bool:
-    """Whether the output goes to a file tile by tile (big, and every plane can)."""
-    if options.output is None or int(shape[0]) * int(shape[1]) < STREAM_MIN_PIXELS:
+def _streamable(options: FrameOptions, shape: tuple[int, int], mask: Any,
+                big: bool = False) -> bool:
+    """Whether the output goes to a file tile by tile (big, and every plane can).
+
+    ``big``: the in-memory plan does not fit the memory, whatever the pixel count.
+    """
+    if options.output is None or (int(shape[0]) * int(shape[1]) < STREAM_MIN_PIXELS
+                                  and not big):
         return False
     if np.dtype(options.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         return False
     return mask is None or np.asarray(mask).dtype in (np.dtype(bool), np.dtype(np.uint8))
 
 
-def _check_output_size(o: FrameOptions, shape: tuple[int, int], mask: Any,
-                       weight: bool, streamed: bool) -> None:
-    """InputError when the output cannot fit: in memory, or on the disk it is streamed to.
+def _mask_planes(mask: Any) -> tuple[int, int]:
+    """Bytes per output mask pixel and the bit planes the warp resamples (0, 0: none)."""
+    if mask is None:
+        return 0, 0
+    m = np.asarray(mask)
+    if m.dtype == bool or m.size == 0:
+        return 1, 1
+    if m.dtype.kind not in "iu":
+        return m.dtype.itemsize, 64
+    bits = int(np.bitwise_or.reduce(m, axis=None).astype(np.uint64))
+    return m.dtype.itemsize, bin(bits).count("1")
 
-    Checked before the warp allocates or writes anything (an ``output_shape`` of
-    200000 x 200000 would otherwise start a 160 GB file, or ask for 149 GiB).
+
+def _plan_output(o: FrameOptions, shape: tuple[int, int], data: np.ndarray, mask: Any,
+                 variance: np.ndarray | None) -> bool:
+    """Whether the output is streamed; InputError when neither plan fits.
+
+    The in-memory plan holds the whole output; when it does not fit the memory but
+    the tiled plan does, an output file is written tile by tile whatever its size.
+    A streamed output must also fit the free space of its disk. Checked before the
+    warp allocates or writes anything (an ``output_shape`` of 200000 x 200000 would
+    otherwise start a 160 GB file, or ask for 149 GiB).
     """
-    per_pixel = np.dtype(o.dtype).itemsize + 1 + (4 if weight else 0)
-    if mask is not None:
-        per_pixel += max(np.asarray(mask).dtype.itemsize, 1)
-    need = int(shape[0]) * int(shape[1]) * per_pixel
+    resident = data.nbytes + (0 if variance is None else variance.nbytes) + (
+        0 if mask is None else np.asarray(mask).nbytes)
+    itemsize, planes = _mask_planes(mask)
+    mem = warp_memory(shape, dtype=o.dtype, resident=resident,
+                      threads=o.threads or default_threads(), mask_itemsize=itemsize,
+                      mask_planes=planes, weight=variance is not None)
+    streamed = _streamable(o, shape, mask)
+    budget = memory_budget(o.max_memory, resident)[0]
+    if not streamed and mem.new(False) > budget >= mem.new(True):
+        streamed = _streamable(o, shape, mask, big=True)
+    grid = f"{shape[1]}x{shape[0]}"
     if streamed:
+        need = mem.output  # every plane lands on the disk
         free = shutil.disk_usage(Path(o.output).parent or Path(".")).free
-        where, hint = "free on the output's disk", "free some space, or write elsewhere"
+        if need > free:
+            raise InputError(f"the {grid} output needs {need / GIB:.3g} GiB, more than the "
+                             f"{free / GIB:.3g} GiB free on the output's disk",
+                             hint="free some space, or write elsewhere")
+        check_memory(f"warping onto the {grid} grid", mem.new(True), o.max_memory, resident,
+                     hint="use fewer threads")
     else:
-        free = available_memory()
-        where, hint = "of memory available", "write it to a file (streamed tile by tile)" \
-            if o.output is None else "give a smaller output shape"
-    if need > free:
-        raise InputError(f"the {shape[1]}x{shape[0]} output needs {need / 2**30:.3g} GiB, "
-                         f"more than the {free / 2**30:.3g} GiB {where}", hint=hint)
+        check_memory(f"the {grid} output", mem.new(False), o.max_memory, resident,
+                     hint="write it to a file (streamed tile by tile)" if o.output is None
+                     else "give a smaller output shape")
+    return streamed
 
 
 def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
@@ -350,8 +429,7 @@ def warp_frame(data: np.ndarray, source: Any, source_header: fits.Header | None,
     warp_t, shape, offset = solution.transform, tuple(side.shape), (0, 0)
     if o.preserve_footprints:
         warp_t, shape, offset = grow_canvas(warp_t, data.shape, shape)
-    streamed = _streamable(o, shape, mask)
-    _check_output_size(o, shape, mask, variance is not None, streamed)
+    streamed = _plan_output(o, shape, data, mask, variance)
     src_hdr = None if has_ctype(side.header) else source_header
     wcs, wcs_cards = output_wcs_cards(side.header, src_hdr, warp_t, shape, offset)
     header = output_header(side.header, wcs_cards, solution=solution,
@@ -410,13 +488,14 @@ def run_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     options.check_outputs(source)
     if options.output is not None and Path(options.output).exists() and not options.overwrite:
         raise InputError(f"output {options.output} exists", hint="use --overwrite to replace it")
+    check_image_memory(source, options.source_ext, "source", options.max_memory)
     data, header, mask, solution = solve_frame(
         source, side, detect=detect, match=match, fit=fit, backend=backend,
         source_det=source_det, source_ext=options.source_ext)
-    if options.save_transform is not None:
-        solution.save(options.save_transform)
     result = warp_frame(data, source, header, mask, solution, side, backend=backend,
                         options=options, source_name=source_name)
+    if options.save_transform is not None:  # after the image: a failed run leaves neither
+        solution.save(options.save_transform)
     return FrameOutput(solution, result, options.output)
 
 

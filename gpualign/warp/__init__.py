@@ -1,6 +1,7 @@
 """Resampling the source onto the template grid: tiled, any backend, invalid pixels safe."""
 
 from gpualign.warp._resample import (
+    TILE_PIXELS,
     WarpResult,
     default_threads,
     kernel_reach,
@@ -9,4 +10,5 @@ from gpualign.warp._resample import (
     warp,
 )
 
-__all__ = ["WarpResult", "default_threads", "kernel_reach", "prefilter", "tile_rows_for", "warp"]
+__all__ = ["TILE_PIXELS", "WarpResult", "default_threads", "kernel_reach", "prefilter",
+           "tile_rows_for", "warp"]
