@@ -68,7 +68,7 @@ def _check(name: str, value: Any, m: Mapping[str, Any]) -> Any:
         return value
     if kind is bool:
         if not isinstance(value, (bool, int)):
-            raise InputError(f"{name} must be true or false, got {value!r}")
+            raise InputError(f"{name} must be true or false, got {value!r}", hint=m["help"])
         return bool(value)
     integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     ok_type = integral if kind is int else (isinstance(value, numbers.Real)

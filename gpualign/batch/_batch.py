@@ -175,6 +175,9 @@ def align_batch(
     >>> [r.status for r in results]  # doctest: +SKIP
     ['ok', 'failed']
     """
+    if isinstance(sources, (str, bytes, os.PathLike)) or not hasattr(sources, "__len__"):
+        raise InputError(f"sources must be a list of images, got {type(sources).__name__}",
+                         hint="pass [path] or [array] for a single source")
     unknown = set(find_kwargs) - set(SETTING_NAMES)
     if unknown:
         raise TypeError(f"align_batch() got unexpected options: {', '.join(sorted(unknown))}")

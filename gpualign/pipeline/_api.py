@@ -8,6 +8,7 @@ what the CLI and a batch give for the same input.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from gpualign.pipeline._runner import (
     warp_frame,
 )
 from gpualign.pipeline._solve import solve
-from gpualign.products import AlignResult, Solution
+from gpualign.products import AlignResult, Solution, load_solution
 from gpualign.transform import Transform
 
 __all__ = ["align", "apply_transform", "find_transform"]
@@ -150,12 +151,14 @@ def _check_output_shape(output_shape: Any) -> tuple[int, int]:
         ok = False
     if not ok:
         raise InputError(f"output_shape must be two positive integers (ny, nx), "
-                         f"got {output_shape!r}")
+                         f"got {output_shape!r}",
+                         hint="the output grid's rows and columns, e.g. (4096, 4096); "
+                         "omit it for the template's")
     return shape[0], shape[1]
 
 
 def apply_transform(
-    transform: Transform | Solution,
+    transform: Transform | Solution | str | os.PathLike,
     image: Any,
     output_shape: tuple[int, int] | None = None,
     *,
@@ -177,8 +180,9 @@ def apply_transform(
 
     Parameters
     ----------
-    transform : Transform or Solution
-        Template pixel -> source pixel mapping (e.g. from :func:`find_transform`).
+    transform : Transform, Solution or path
+        Template pixel -> source pixel mapping (e.g. from :func:`find_transform`), or
+        a transform file (``gpualign align --save-transform``, ``Solution.save``).
     image : ndarray, NDData, masked array or FITS path
         The image to resample (same detector frame as the source it was fitted on).
     output_shape : tuple of int or None
@@ -212,6 +216,13 @@ def apply_transform(
     -------
     AlignResult
     """
+    if isinstance(transform, (str, os.PathLike)):
+        transform = load_solution(transform)  # a transform file
+    if not isinstance(transform, (Transform, Solution)):
+        raise InputError(f"transform must be a Transform, a Solution or a transform file, "
+                         f"got {type(transform).__name__}",
+                         hint="find one with gpualign.find_transform, or save one with "
+                         "gpualign align --save-transform")
     be = get_backend(backend)
     if output_shape is None and isinstance(transform, Solution):
         output_shape = transform.template_shape

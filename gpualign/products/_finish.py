@@ -69,7 +69,8 @@ def check_weight_type(weight_type: str) -> str:
     """Validate a weight type (InputError listing the accepted ones)."""
     if weight_type not in WEIGHT_TYPES:
         raise InputError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, "
-                         f"got {weight_type!r}")
+                         f"got {weight_type!r}",
+                         hint="what the weight map holds (a variance by default)")
     return weight_type
 
 
