@@ -80,7 +80,7 @@ def check_accuracy(transform, name: str, pair) -> float:
     err = position_errors(transform, truth_of(name, pair), stars[keep])
     assert np.isfinite(err).all() and keep.sum() > 30
     rms = float(np.sqrt(np.mean(err**2)))
-    assert rms < 0.05, (name, rms)
+    assert rms < 0.03, (name, rms)  # measured 0.0153-0.0173 px over the frames
     return rms
 
 

@@ -98,7 +98,8 @@ def test_cluster_equals_serial(cluster, frames, pair, tmp_path):
         assert s.status == d.status == "ok" and d.written
         np.testing.assert_array_equal(s.solution.transform.matrix, d.solution.transform.matrix)
         np.testing.assert_array_equal(s.solution.transform.coeffs, d.solution.transform.coeffs)
-        assert landing_rms(d.solution.transform, Path(d.source).stem, pair) < 0.05
+        # measured 0.0152-0.0160 px over the frames
+        assert landing_rms(d.solution.transform, Path(d.source).stem, pair) < 0.03
         with fits.open(s.output) as a, fits.open(d.output) as b:
             np.testing.assert_array_equal(a[0].data, b[0].data)
             np.testing.assert_array_equal(a["FOOTPRINT"].data, b["FOOTPRINT"].data)
@@ -145,7 +146,7 @@ def test_worker_dies_mid_batch(cluster, frames, pair, tmp_path):
     assert len(batch) == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         f"{s}_aligned.fits" for s in "abcd"]  # no temporaries left
-    assert landing_rms(by["c"].solution.transform, "c", pair) < 0.05
+    assert landing_rms(by["c"].solution.transform, "c", pair) < 0.03  # measured 0.0152 px
     # d's output (from its first attempt): stars measured in it sit on the truth
     with fits.open(by["d"].output) as hd:
         found = detect(np.nan_to_num(hd[0].data))

@@ -142,10 +142,11 @@ def test_stars_in_the_output_land_on_the_truth(aligned, pair, accuracy, api_resu
     iso = dn[:, 1] > 8
     off = (bright.xy[ok] - truth[i[ok]])[iso]
     assert len(off) >= 25
+    # measured: mean offset (0.015, -0.025) px, median distance 0.027 px
     assert np.all(np.abs(off.mean(axis=0)) < 0.03), off.mean(axis=0)
-    assert np.median(np.hypot(*off.T)) < 0.1
+    assert np.median(np.hypot(*off.T)) < 0.05
     # and the transform behind it (the API's, identical pixels) is accurate
-    assert accuracy(api_result.transform, pair)["rms"] <= 0.02
+    assert accuracy(api_result.transform, pair)["rms"] <= 0.0065  # measured 0.0033 px
 
 
 def test_verbose_prints_fit_statistics(aligned, api_result):
@@ -195,7 +196,7 @@ def test_simple_is_affine_only(distorted_files, tmp_path, accuracy):
     # affine only cannot follow a 6 px distortion; the default can
     full = gpualign.find_transform(pair.source, pair.template, backend="numpy")
     assert accuracy(api.transform, pair)["rms"] > 0.1
-    assert accuracy(full.transform, pair)["rms"] < 0.03
+    assert accuracy(full.transform, pair)["rms"] < 0.03  # measured 0.0177 px
 
 
 def test_existing_output_needs_overwrite(files, tmp_path):
@@ -252,7 +253,9 @@ def test_catalogue_options(which, files, catalogues, tmp_path, pair, accuracy):
     run(*args)
     api = gpualign.align(pair.source, pair.template, flux_col="FLUX_APER", backend="numpy",
                          **kw)
-    assert accuracy(api.transform, pair)["rms"] <= 0.02
+    # measured: source 0.0035, template 0.0034, both 0.0072 px
+    bound = {"source": 0.0065, "template": 0.0065, "both": 0.013}[which]
+    assert accuracy(api.transform, pair)["rms"] <= bound
     assert np.array_equal(fits.getdata(out), api.data, equal_nan=True)
     assert fits.getheader(out)["GA_NMAT"] == api.solution.stats["n_match"]
 
@@ -267,7 +270,7 @@ def test_template_catalogue_without_template_image(files, catalogues, tmp_path, 
         "--backend", "numpy", "--output-shape", "512", "512")
     api = gpualign.align(pair.source, None, template_det=catalogues["template"],
                          output_shape=S, backend="numpy")
-    assert accuracy(api.transform, pair)["rms"] <= 0.02
+    assert accuracy(api.transform, pair)["rms"] <= 0.0065  # measured 0.0034 px
     data = fits.getdata(out)
     assert data.shape == S
     assert np.array_equal(data, api.data, equal_nan=True)
@@ -328,8 +331,8 @@ def test_demo(tmp_path):
     m = re.search(r"error vs truth: RMS ([0-9.]+) px, max ([0-9.]+) px", res.stdout)
     assert m, res.stdout
     rms, worst = float(m.group(1)), float(m.group(2))
-    assert rms <= 0.03, res.stdout  # the bound for distorted fields
-    assert worst <= 0.15, res.stdout
+    assert rms <= 0.03, res.stdout  # the bound for distorted fields; measured 0.0277
+    assert worst <= 0.15, res.stdout  # measured 0.137 px
     for name in ("template.fits", "source_distorted.fits", "aligned.fits"):
         assert (tmp_path / "demo" / name).is_file()
     assert fits.getdata(tmp_path / "demo" / "aligned.fits").shape == (900, 900)

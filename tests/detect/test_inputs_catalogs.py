@@ -24,11 +24,13 @@ from gpualign.detect._sep import detect, filter_catalog
 from gpualign.pipeline import _solve as _pipeline
 
 SHAPE = (512, 512)
-# The 0.015 px bound is for 1024^2 fields of 2000 stars (tests/pipeline/test_engine_*);
-# these 512^2 fields of 400 stars match ~90-300 stars, and a fit from true
-# correspondences weighted by the true errors reaches 0.004-0.013 px on them
-# depending on the seed (the noise of the few bright stars), hence 0.02 here.
-ACC_RMS = 0.02
+# Accuracy bounds (RMS landing error of the bright stars, template px): each about 1.5-2x
+# what the test measured (the fields are seeded, so the values are deterministic; the margin
+# covers last-bit differences between machines and BLAS thread counts), measured values
+# in the comments. These 512^2 fields of 400 stars match ~90-300 stars: 0.0024-0.015 px
+# depending on the catalogue.
+#: sep's own detections of the pair, given as a catalogue or not (measured 0.0024-0.0026).
+ACC_RMS = 0.005
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,8 @@ def test_astropy_table_catalogues(given, pair, accuracy):
         kw = dict(template_det=detected_table(pair.template))
     sol = gpualign.find_transform(pair.source, pair.template, backend="numpy", **kw)
     acc = accuracy(sol.transform, pair)
-    assert acc["rms"] <= ACC_RMS, acc
+    # measured: source 0.0026, template 0.0025, both (true positions + noise) 0.0069 px
+    assert acc["rms"] <= {"source": ACC_RMS, "template": ACC_RMS, "both": 0.012}[given], acc
     assert sol.stats["n_match"] >= 60
     if given != "both":
         # The same detections given as a table (no error column) must fit about as
@@ -161,7 +164,7 @@ def test_table_with_other_flux_column_names(pair, accuracy):
     assert np.array_equal(cat.flux, np.sort(np.asarray(src["FLUX_PSF"]))[::-1])
     sol = gpualign.find_transform(None, None, source_det=src, template_det=tmpl,
                                   flux_col="FLUX_PSF", backend="numpy")
-    assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS
+    assert accuracy(sol.transform, pair)["rms"] <= 0.012  # measured 0.0069 px
     with pytest.raises(gpualign.InputError, match="FLUX_NOPE"):
         gpualign.find_transform(None, None, source_det=src, template_det=tmpl,
                                 flux_col="FLUX_NOPE", backend="numpy")
@@ -194,7 +197,9 @@ def test_sextractor_catalogues_align(flux_col, pair, sex_files, accuracy):
     sol = gpualign.find_transform(pair.source, pair.template, source_det=src_path,
                                   template_det=tmpl_path, flux_col=flux_col, n_det=40,
                                   min_sep=0, backend="numpy")
-    assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS
+    # measured: FLUX_AUTO 0.0075, FLUX_APER 0.0052, FLUX_BEST 0.0113 px
+    bound = {"FLUX_AUTO": 0.014, "FLUX_APER": 0.010, "FLUX_BEST": 0.02}[flux_col]
+    assert accuracy(sol.transform, pair)["rms"] <= bound
     top = np.argsort(-tmpl_cols[flux_col], kind="stable")[:40]
     top_xy = np.column_stack([tmpl_cols["x"], tmpl_cols["y"]])[top]
     d = np.min(np.hypot(*(sol.template_xy[:, None, :] - top_xy[None]).transpose(2, 0, 1)),
@@ -205,9 +210,10 @@ def test_sextractor_catalogues_align(flux_col, pair, sex_files, accuracy):
 
 def test_sextractor_source_only_and_template_only(pair, sex_files, accuracy):
     src_path, tmpl_path, _, _ = sex_files
-    for kw in (dict(source_det=src_path), dict(template_det=tmpl_path)):
+    # measured: source catalogue 0.0037 px, template catalogue 0.0051 px
+    for kw, bound in ((dict(source_det=src_path), 0.0075), (dict(template_det=tmpl_path), 0.009)):
         sol = gpualign.find_transform(pair.source, pair.template, backend="numpy", **kw)
-        assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS, kw
+        assert accuracy(sol.transform, pair)["rms"] <= bound, kw
 
 
 def test_template_as_catalogue_alone(pair, accuracy):
@@ -215,7 +221,7 @@ def test_template_as_catalogue_alone(pair, accuracy):
     res = gpualign.align(pair.source, None, template_det=detected_table(pair.template),
                          output_shape=np.array(SHAPE), backend="numpy")
     assert res.data.shape == SHAPE and res.data.dtype == np.float32
-    assert accuracy(res.transform, pair)["rms"] <= ACC_RMS
+    assert accuracy(res.transform, pair)["rms"] <= ACC_RMS  # measured 0.0025 px
     # The aligned source looks like the template where both have data.
     ok = res.footprint
     assert ok.mean() > 0.6
@@ -256,7 +262,7 @@ def test_array_dtypes_give_the_float32_transform(dtype, int_pair, pair, accuracy
     assert np.array_equal(src.astype(np.float32), src32)  # the values are representable
     sol = gpualign.find_transform(src, tmpl, backend="numpy")
     _same_transform(sol.transform, ref.transform)
-    assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS
+    assert accuracy(sol.transform, pair)["rms"] <= 0.007  # measured 0.0035 px (every dtype)
 
 
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32", "float64"])
@@ -397,7 +403,7 @@ def test_min_fwhm_drops_narrow_detections(pair, accuracy):
     sol = gpualign.find_transform(None, None, source_det=src, template_det=tmpl, min_fwhm=2.5,
                                   backend="numpy")
     assert not narrow[_matched_rows(sol, tmpl)].any()
-    assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS
+    assert accuracy(sol.transform, pair)["rms"] <= 0.011  # measured 0.0059 px
     with pytest.raises(gpualign.TooFewStars, match="usable"):
         gpualign.find_transform(None, None, source_det=src, template_det=tmpl, min_fwhm=5.0,
                                 backend="numpy")
@@ -418,7 +424,7 @@ def test_bad_flag_bits(pair, accuracy):
     rows = _matched_rows(sol, tmpl)
     assert not flagged[rows].any()
     assert (np.asarray(tmpl["flag"])[rows] == 2).any()  # bit 2 was not asked for
-    assert accuracy(sol.transform, pair)["rms"] <= ACC_RMS
+    assert accuracy(sol.transform, pair)["rms"] <= 0.02  # measured 0.0154 px (40% dropped)
 
 
 def test_min_sep_crowding_filter(pair, monkeypatch):
@@ -462,7 +468,7 @@ def test_n_det_keeps_the_brightest(n_det, expect, pair, accuracy):
     rows = _matched_rows(sol, tmpl)
     assert np.isin(rows, brightest).all()
     assert sol.stats["n_match"] <= n
-    assert accuracy(sol.transform, pair)["rms"] <= 0.03
+    assert accuracy(sol.transform, pair)["rms"] <= 0.013  # measured 0.0064 (50), 0.0072 (0.25)
 
 
 # -------------------------------------------------------------------- matching dials
@@ -485,7 +491,9 @@ MATCH_DIALS = {
 def test_matching_dial_accepted_by_find_transform(name, pair, accuracy):
     sol = gpualign.find_transform(pair.source, pair.template, backend="numpy",
                                   **{name: MATCH_DIALS[name]})
-    assert accuracy(sol.transform, pair)["rms"] <= 0.02
+    # measured: 0.0024 px for every dial but spline_order=2 (0.0068 px: a degree-2 surface
+    # on an undistorted field)
+    assert accuracy(sol.transform, pair)["rms"] <= (0.013 if name == "spline_order" else ACC_RMS)
     if name == "spline_order":
         assert sol.degree == 2
 
@@ -506,7 +514,7 @@ def test_all_dials_accepted_by_align(pair, accuracy):
                          min_fwhm=1.5, bad_flag_bits=1, min_sep=8.0, n_det=200,
                          **MATCH_DIALS)
     assert res.solution.degree == 2
-    assert accuracy(res.transform, pair)["rms"] <= 0.02
+    assert accuracy(res.transform, pair)["rms"] <= 0.015  # measured 0.0083 px
 
 
 def test_all_dials_accepted_by_the_cli(pair, tmp_path, monkeypatch, restore_gpualign_logger):

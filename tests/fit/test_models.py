@@ -43,7 +43,7 @@ def test_similarity_truth_auto_picks_similarity(make_pair, solve_pair, accuracy)
     assert p["shear"] == pytest.approx(0.0, abs=1e-12)
     assert p["rotation_deg"] == pytest.approx(30.0, abs=2e-3)
     assert p["scale_x"] == pytest.approx(1.02, abs=2e-5)
-    assert accuracy(sol.transform, pair)["rms"] <= 0.015
+    assert accuracy(sol.transform, pair)["rms"] <= 0.0045  # measured 0.0023 px
 
 
 @pytest.mark.parametrize("kind", ["shear", "anisotropic"])
@@ -66,7 +66,7 @@ def test_sheared_or_anisotropic_truth_auto_picks_affine(kind, make_pair, accurac
     for key in ("shear", "scale_x", "scale_y"):
         assert got[key] == pytest.approx(want[key], abs=1e-4), (key, got, want)
     assert got["rotation_deg"] == pytest.approx(want["rotation_deg"], abs=5e-3)
-    assert accuracy(sol.transform, pair)["rms"] <= 0.015
+    assert accuracy(sol.transform, pair)["rms"] <= 0.008  # measured 0.0040 / 0.0043 px
     # Forcing the similarity on such data leaves a visible misfit (the option is honoured).
     forced = gpualign.find_transform(pair.source, pair.template, backend="numpy",
                                      transform="similarity")
@@ -83,8 +83,8 @@ def test_flip_rotation_distortion_recovered(make_pair, solve_pair, accuracy):
     assert sol.degree >= 3
     assert np.linalg.det(sol.transform.matrix[:, :2]) < 0
     acc = accuracy(sol.transform, pair)
-    assert acc["rms"] <= 0.02, acc
-    assert acc["max"] <= 0.08, acc
+    assert acc["rms"] <= 0.02, acc  # measured 0.0110 px
+    assert acc["max"] <= 0.055, acc  # measured 0.0307 px
     # the inverse has the same model and parity
     assert np.linalg.det(sol.inverse.matrix[:, :2]) < 0
     assert linear_parameters(sol.inverse)["shear"] == pytest.approx(0.0, abs=1e-12)
@@ -95,7 +95,8 @@ def test_forced_model_is_used(option, make_pair, solve_pair, accuracy):
     pair = make_pair(S, shift=(3.3, -2.1), rotation_deg=30.0, scale=1.02, n_stars=1200, seed=3)
     sol = solve_pair(pair, transform=option)
     assert sol.model == option and sol.model_scores == {}
-    assert accuracy(sol.transform, pair)["rms"] <= 0.015
+    # measured: similarity 0.0023 px, affine 0.0031 px
+    assert accuracy(sol.transform, pair)["rms"] <= {"similarity": 0.0045, "affine": 0.006}[option]
 
 
 def test_similarity_fit_is_exact_on_noiseless_pairs():
@@ -135,8 +136,17 @@ def test_cli_transform_option(tmp_path, make_pair, restore_gpualign_logger):
     assert not (tmp_path / "p.fits").exists()
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known shortfall, as the rotated real-image cases of tests/pipeline/test_real_images.py "
+    "(test_jwst_known_rotation_and_distortion, same 0.03 px bound): measured RMS 0.066 px "
+    "(max 0.29 px) on the 40 brightest sources; ~60 matches, mostly galaxies, fix the "
+    "degree-3 surface only to a few hundredths of a pixel"))
 def test_real_jwst_epoch_mirrored_and_rotated():
-    """A real JWST epoch mirrored, rotated by 140 deg and distorted, recovered from pixels."""
+    """A real JWST epoch mirrored, rotated by 140 deg and distorted, recovered from pixels.
+
+    Held to the 0.03 px RMS of the other real-image cases (test_real_images.py), as an
+    xfail while it misses it (measured 0.066 px): a fix shows up as an XPASS.
+    """
     with fits.open(demo_image_path()) as hdul:
         template = np.array(next(h for h in hdul if h.data is not None).data, np.float32)
     shape = template.shape
@@ -152,4 +162,4 @@ def test_real_jwst_epoch_mirrored_and_rotated():
     inside = (sx > 10) & (sx < shape[1] - 11) & (sy > 10) & (sy < shape[0] - 11)
     stats = error_stats(position_errors(sol.transform, mapping, cat.xy[inside][:40]))
     assert stats["n"] == 40
-    assert stats["rms"] <= 0.1, stats
+    assert stats["rms"] <= 0.03, stats  # measured 0.066 px: xfail above

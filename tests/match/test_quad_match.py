@@ -55,7 +55,9 @@ def make_pair(matrix: np.ndarray, *, seed: int, n: int = 150, noise: float = 0.0
 
 
 def check_solution(sol, truth: np.ndarray, src: Catalog, tmpl: Catalog, ids: np.ndarray):
-    assert max_error(sol.matrix, truth) < 0.5  # px, over the whole 1000 px field
+    # px, over the whole 1000 px field; measured 0.04-0.25 px (the quad's similarity,
+    # before any refinement: its error depends on which 4 stars matched)
+    assert max_error(sol.matrix, truth) < 0.5
     expected = sol.n_expected_chance
     assert sol.n_match >= expected + 6 * np.sqrt(expected) + 3  # significance rule
     n_true = int((ids >= 0).sum())

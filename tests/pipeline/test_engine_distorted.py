@@ -2,7 +2,8 @@
 
 The truth has a radial distortion moving the source corners 10-20 px (with a quartic
 term, so a cubic is not exact). With default settings the cross-validation must pick a
-degree >= 3 and reach RMS <= 0.03 px / max <= 0.15 px on the bright stars; at 90 and
+degree >= 3 and reach the issue's RMS <= 0.03 px / max <= 0.15 px on the bright stars
+(measured 0.005-0.008 / 0.02-0.03 px; the bounds below are 1.5-2x each case's); at 90 and
 180 deg too (spalipy fits its spline in one frame and applies it in the other, which
 only shows when the frames are rotated); forcing affine-only must be far worse; and the
 corners must be matched (stars there are far off the affine model, so they only join
@@ -30,6 +31,18 @@ CASES = {
 }
 
 
+# Accuracy bounds per case, about 1.5-2x what each case measured (seeded fields: the
+# values are deterministic up to last bits between machines and BLAS thread counts).
+# case: (RMS, max) of the bright stars and (RMS, max) on the grid into the corners, px
+BOUNDS = {                                           # measured: stars; grid
+    "rot0_cd15": (0.014, 0.035, 0.016, 0.055),       # 0.0078 / 0.0206; 0.0087 / 0.0327
+    "rot90_cd15": (0.015, 0.04, 0.015, 0.06),        # 0.0082 / 0.0244; 0.0085 / 0.0359
+    "rot180_cd20": (0.012, 0.045, 0.015, 0.055),     # 0.0065 / 0.0282; 0.0082 / 0.0329
+    "rot33_cd10": (0.013, 0.04, 0.015, 0.05),        # 0.0072 / 0.0232; 0.0085 / 0.0286
+    "2048_rot90_cd20": (0.009, 0.05, 0.01, 0.055),   # 0.0049 / 0.0319; 0.0055 / 0.0326
+}
+
+
 # Rotations by multiples of 90 deg: the source covers the template's corners.
 CORNER_CASES = [k for k in sorted(CASES) if CASES[k]["rotation_deg"] % 90 == 0]
 
@@ -53,15 +66,16 @@ def test_degree_chosen_for_distortion(case):
     assert sol.degree <= 7
 
 
-def test_accuracy(case, accuracy):
+def test_accuracy(case, accuracy, request):
     pair, sol = case
     acc = accuracy(sol.transform, pair)
+    bound_rms, bound_max, _, _ = BOUNDS[request.node.callspec.params["case"]]
     assert acc["n"] >= 150
-    assert acc["rms"] <= 0.03, acc
-    assert acc["max"] <= 0.15, acc
+    assert acc["rms"] <= bound_rms, acc
+    assert acc["max"] <= bound_max, acc
 
 
-def test_accuracy_towards_the_corners(case):
+def test_accuracy_towards_the_corners(case, request):
     """On a grid reaching into the corners (within the matched stars' box), not only at stars."""
     pair, sol = case
     ny, nx = pair.template.shape
@@ -76,8 +90,9 @@ def test_accuracy_towards_the_corners(case):
     assert len(grid) > 300
     err = error_stats(position_errors(sol.transform, pair.mapping, grid))
     assert err["n_nonfinite"] == 0
-    assert err["rms"] <= 0.03, err
-    assert err["max"] <= 0.2, err
+    _, _, bound_rms, bound_max = BOUNDS[request.node.callspec.params["case"]]
+    assert err["rms"] <= bound_rms, err
+    assert err["max"] <= bound_max, err
 
 
 @pytest.mark.parametrize("name", CORNER_CASES)
@@ -116,7 +131,7 @@ def test_forced_degree_is_used(make_pair, solve_pair, accuracy):
     sol = solve_pair(pair, spline_order=5)
     assert sol.degree == 5
     acc = accuracy(sol.transform, pair)
-    assert acc["rms"] <= 0.03, acc
+    assert acc["rms"] <= 0.015, acc  # measured 0.0082 px
 
 
 def test_warped_stars_land_on_template_stars(make_pair, solve_pair):
@@ -133,4 +148,4 @@ def test_warped_stars_land_on_template_stars(make_pair, solve_pair):
     i, j, d = cross_match(got, ref, 1.0)
     assert len(i) >= 120
     # Centroids of the resampled stars against the true positions (centroid noise included).
-    assert np.median(d) < 0.05
+    assert np.median(d) < 0.03  # measured 0.0154 px

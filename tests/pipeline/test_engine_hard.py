@@ -2,6 +2,10 @@
 
 Crowded fields, a blurrier source, small overlaps, very few stars, a source of another
 shape, static hot pixels, a mirror-flipped source and NaN regions.
+
+Accuracy bounds (landing error of the bright stars, template px) are about 1.5-2x what
+each test measured, the measured value beside each: the fields are seeded, so the values
+are deterministic up to last-bit differences between machines and BLAS thread counts.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ def test_crowded_field(make_pair, solve_pair, accuracy):
     acc = accuracy(sol.transform, pair)
     assert sol.degree == 1, sol.cv_scores
     assert sol.stats["n_match"] >= 500
-    assert acc["rms"] <= 0.015, acc
-    assert acc["max"] <= 0.05, acc
+    assert acc["rms"] <= 0.0012, acc  # measured 0.0006 px
+    assert acc["max"] <= 0.0018, acc  # measured 0.0009 px
 
 
 def test_crowded_distorted_field(make_pair, solve_pair, accuracy):
@@ -32,8 +36,8 @@ def test_crowded_distorted_field(make_pair, solve_pair, accuracy):
     sol = solve_pair(pair)
     acc = accuracy(sol.transform, pair)
     assert sol.degree >= 3, sol.cv_scores
-    assert acc["rms"] <= 0.03, acc
-    assert acc["max"] <= 0.15, acc
+    assert acc["rms"] <= 0.008, acc  # measured 0.0044 px
+    assert acc["max"] <= 0.025, acc  # measured 0.0149 px
 
 
 def test_source_twice_the_template_fwhm(make_pair, solve_pair, accuracy):
@@ -42,8 +46,8 @@ def test_source_twice_the_template_fwhm(make_pair, solve_pair, accuracy):
     sol = solve_pair(pair)
     acc = accuracy(sol.transform, pair)
     assert sol.degree == 1, sol.cv_scores
-    assert acc["rms"] <= 0.015, acc
-    assert acc["max"] <= 0.05, acc
+    assert acc["rms"] <= 0.012, acc  # measured 0.0067 px
+    assert acc["max"] <= 0.02, acc  # measured 0.0111 px
 
 
 @pytest.mark.parametrize(
@@ -62,8 +66,10 @@ def test_quarter_overlap(kw, make_pair, solve_pair, accuracy):
     sol = solve_pair(pair)
     acc = accuracy(sol.transform, pair)
     assert acc["n"] >= 100
-    assert acc["rms"] <= 0.015, acc
-    assert acc["max"] <= 0.05, acc
+    # measured: shift 0.0031 / 0.0056 px (RMS / max), shift+rot10 0.0021 / 0.0041 px
+    bound_rms, bound_max = (0.006, 0.01) if kw["rotation_deg"] == 0.0 else (0.004, 0.008)
+    assert acc["rms"] <= bound_rms, acc
+    assert acc["max"] <= bound_max, acc
 
 
 @pytest.mark.parametrize("seed", [0, 2, 3])
@@ -76,8 +82,11 @@ def test_about_eight_common_stars(seed, make_pair, solve_pair, accuracy):
     sol = solve_pair(pair)
     assert sol.stats["n_match"] >= 6
     acc = accuracy(sol.transform, pair, n=common)
-    assert acc["rms"] <= 0.03, acc
-    assert acc["max"] <= 0.06, acc
+    # measured (RMS / max): seed 0 0.0057 / 0.0105, seed 2 0.0050 / 0.0071,
+    # seed 3 0.0028 / 0.0044 px
+    bound_rms, bound_max = {0: (0.011, 0.02), 2: (0.01, 0.014), 3: (0.0055, 0.009)}[seed]
+    assert acc["rms"] <= bound_rms, acc
+    assert acc["max"] <= bound_max, acc
 
 
 def test_about_eight_common_stars_rotated(make_pair, solve_pair, accuracy):
@@ -87,8 +96,8 @@ def test_about_eight_common_stars_rotated(make_pair, solve_pair, accuracy):
     assert 7 <= common <= 9
     sol = solve_pair(pair)
     acc = accuracy(sol.transform, pair, n=common)
-    assert acc["rms"] <= 0.03, acc
-    assert acc["max"] <= 0.06, acc
+    assert acc["rms"] <= 0.014, acc  # measured 0.0074 px
+    assert acc["max"] <= 0.024, acc  # measured 0.0126 px
 
 
 @pytest.mark.parametrize("rotation_deg", [0.0, 30.0])
@@ -104,8 +113,10 @@ def test_source_of_another_shape(rotation_deg, make_pair, accuracy):
     # About 700*900 of the template's pixels have data.
     assert abs(res.footprint.sum() / (700 * 900) - 1) < 0.02
     acc = accuracy(res.transform, pair)
-    assert acc["rms"] <= 0.015, acc
-    assert acc["max"] <= 0.05, acc
+    # measured (RMS / max): rotation 0: 0.0022 / 0.0040 px, 30 deg: 0.0055 / 0.0100 px
+    bound_rms, bound_max = {0.0: (0.0045, 0.008), 30.0: (0.01, 0.018)}[rotation_deg]
+    assert acc["rms"] <= bound_rms, acc
+    assert acc["max"] <= bound_max, acc
 
 
 def test_static_hot_pixels_do_not_capture_the_match(make_pair, solve_pair, accuracy):
@@ -118,7 +129,7 @@ def test_static_hot_pixels_do_not_capture_the_match(make_pair, solve_pair, accur
     sol = solve_pair(pair)
     np.testing.assert_allclose(sol.transform.matrix, pair.mapping.matrix, atol=0.02)
     acc = accuracy(sol.transform, pair)
-    assert acc["rms"] <= 0.015, acc
+    assert acc["rms"] <= 0.011, acc  # measured 0.0061 px
     # No hot pixel among the tie-points.
     d = np.hypot(*(sol.template_xy[:, None, :] - pair.hot_pixel_xy[None, :, :]).transpose(2, 0, 1))
     assert d.min() > 1.5
@@ -132,8 +143,8 @@ def test_mirror_flipped_source(make_pair, solve_pair, accuracy):
     assert sol.mirrored is True
     assert np.linalg.det(sol.transform.matrix[:, :2]) < 0
     acc = accuracy(sol.transform, pair)
-    assert acc["rms"] <= 0.015, acc
-    assert acc["max"] <= 0.05, acc
+    assert acc["rms"] <= 0.0065, acc  # measured 0.0034 px
+    assert acc["max"] <= 0.0095, acc  # measured 0.0050 px
 
 
 def test_mirror_not_allowed(make_pair):
@@ -159,7 +170,7 @@ def test_nan_regions_in_source(order, make_pair, accuracy):
     res = gpualign.align(pair.source, pair.template, backend="numpy", interp_order=order)
     np.testing.assert_array_equal(pair.source, before)  # input untouched (NaNs included)
     acc = accuracy(res.transform, pair)
-    assert acc["rms"] <= 0.015, acc
+    assert acc["rms"] <= 0.006, acc  # measured 0.0032 px (orders 1 and 3)
 
     # Distance (source px) from each source pixel to the nearest NaN pixel.
     dist = ndimage.distance_transform_edt(~nan)

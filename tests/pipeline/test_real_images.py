@@ -74,7 +74,8 @@ def test_jwst_epochs_identity(source, template):
     Tolerance 0.25 px (7.8 mas at 0.031"/px) anywhere on the 900^2 grid: each epoch
     was aligned to the absolute frame separately, to a few mas, and the ~70 matched
     sources (mostly galaxies, whose centroids scatter by 0.15-0.2 px between epochs)
-    fix an affine map to ~0.1 px at the corners. Measured: max 0.15 px, RMS 0.08 px.
+    fix an affine map to ~0.1 px at the corners. Measured: max 0.143 px, RMS 0.074 px;
+    median offset of the matched pairs (0.038, 0.046) px.
     """
     sol = gpualign.find_transform(source, template, backend="numpy")
     assert sol.stats["n_match"] >= 50
@@ -136,8 +137,15 @@ JWST_CASES = [
 ]
 
 
+#: RMS bound (px) per case: the issue's 0.03, or about 1.8x the measured value where that
+#: is smaller. Measured: 06-demo-mapping 0.0277, 11-rot-61-barrel 0.0202,
+#: 06-rot-61-barrel 0.0141 px; the xfail cases 11-rot200 0.154, 11-rot90 0.087, 06-rot90
+#: 0.130 px.
+JWST_RMS = {"06-rot-61-barrel": 0.025}
+
+
 @pytest.mark.parametrize("path, kw", JWST_CASES)
-def test_jwst_known_rotation_and_distortion(path, kw):
+def test_jwst_known_rotation_and_distortion(path, kw, request):
     template, _ = _image_hdu(path)
     shape = template.shape
     mapping = make_mapping(source_shape=shape, template_shape=shape, **kw)
@@ -147,7 +155,7 @@ def test_jwst_known_rotation_and_distortion(path, kw):
     stats = error_stats(position_errors(sol.transform, mapping,
                                         _bright_sources(template, mapping)))
     assert stats["n"] == 40 and stats["n_nonfinite"] == 0
-    assert stats["rms"] <= 0.03, stats
+    assert stats["rms"] <= JWST_RMS.get(request.node.callspec.id, 0.03), stats
 
 
 def test_jwst_distortion_is_needed():
@@ -204,7 +212,8 @@ def test_jwst_other_epoch_mirrored_and_rotated():
     identity). The tolerances are those of ``test_jwst_epochs_identity`` (max 0.25 px,
     RMS 0.12 px): the truth is only as good as each epoch's own registration to the
     absolute frame, and the mirror adds nothing measurable to that. Measured: RMS
-    0.07 px, max 0.13 px on the grid inside the matched sources' hull (12 variants,
+    0.068 px, max 0.129 px on the grid inside the matched sources' hull, 0.073 / 0.131 px
+    at the matches (12 variants,
     rotations -120..200 deg, scale 1 or 1.03: RMS 0.04-0.08 px, max 0.07-0.14 px).
     """
     source, template, other, mirror = _other_epoch_mirrored(
@@ -285,7 +294,8 @@ def test_decam_sparse_pair():
     those WCS are only as good as each exposure's astrometry: 7 of the 8 sources
     agree on a common offset of about (-0.5, -0.2) px (0.14" at 0.263"/px) and one
     (an extended source) is 0.9 px off. Hence a 1 px tolerance against the WCS, and a
-    tighter check against the robust offset of the matched pairs at the centre.
+    tighter check against the robust offset of the matched pairs at the centre
+    (measured: 0.86 px max against the WCS, 0.064 px at the centre).
     """
     try:
         sol = gpualign.find_transform(*DECAM, backend="numpy")
@@ -298,7 +308,7 @@ def test_decam_sparse_pair():
     assert dev.max() <= 1.0, dev.max()
     offset = np.median(sol.source_xy - sol.template_xy, axis=0)
     sx, sy = sol.transform(127.5, 127.5)
-    assert np.hypot(sx - 127.5 - offset[0], sy - 127.5 - offset[1]) <= 0.15
+    assert np.hypot(sx - 127.5 - offset[0], sy - 127.5 - offset[1]) <= 0.12
 
 
 def test_decam_sparse_pair_cli(tmp_path, restore_gpualign_logger):
@@ -309,25 +319,23 @@ def test_decam_sparse_pair_cli(tmp_path, restore_gpualign_logger):
     out = tmp_path / "o.fits"
     res = CliRunner().invoke(app, ["align", str(DECAM[0]), "-t", str(DECAM[1]), "-o",
                                    str(out), "--backend", "numpy"])
-    assert res.exit_code in (0, 1), res.stderr
-    if res.exit_code == 1:  # the allowed failure: one clear line, no file
-        assert res.stderr.startswith("gpualign: error: ") and not out.exists()
-    else:
-        with fits.open(out) as hdul:
-            assert hdul[0].data.shape == (256, 256)
-            assert hdul[0].header["CTYPE1"] == "RA---TPV"  # the template's TPV WCS kept
-            assert hdul[0].header["GA_NMAT"] >= 6
+    # it aligns (test_decam_sparse_pair fails if the API does not): the CLI must too
+    assert res.exit_code == 0, res.stderr
+    with fits.open(out) as hdul:
+        assert hdul[0].data.shape == (256, 256)
+        assert hdul[0].header["CTYPE1"] == "RA---TPV"  # the template's TPV WCS kept
+        assert 6 <= hdul[0].header["GA_NMAT"] <= 8
 
 
 def test_2mass_j_vs_k():
     """Crowded Galactic Centre, J and Ks (observed simultaneously, same grid).
 
-    Tolerance 0.1 px (0.5") anywhere: at 5"/px the blends differ between J and Ks
-    (red giants dominate Ks), which shifts centroids by a few hundredths of a pixel
-    coherently; measured max 0.033 px over the grid with ~800 matches.
+    At 5"/px the blends differ between J and Ks (red giants dominate Ks), which shifts
+    centroids by a few hundredths of a pixel coherently; measured max 0.027 px over the
+    grid (RMS 0.019 px) with ~800 matches, hence 0.05 px (0.25") anywhere.
     """
     sol = gpualign.find_transform(*TWOMASS, backend="numpy")
     assert sol.stats["n_match"] >= 400
     assert sol.degree == 1, sol.cv_scores
     dev = deviation_from_wcs(sol, *TWOMASS)
-    assert dev.max() <= 0.1, dev.max()
+    assert dev.max() <= 0.05, dev.max()

@@ -162,7 +162,7 @@ def test_recovers_a_known_distortion(fitted):
     p = rng.uniform(40, N - 40, (3000, 2))
     err = np.hypot(*(t.map_points(p) - _truth(p)).T)
     assert 1e-3 <= s <= 1e3, s
-    # Measured: rms 0.026 px, from pairs with 0.01-0.04 px errors.
+    # Measured: rms 0.026 px, max 0.136 px, from pairs with 0.01-0.04 px errors.
     assert np.sqrt(np.mean(err**2)) < 0.035, np.sqrt(np.mean(err**2))
     assert err.max() < 0.15, err.max()
     # Affine only is far off: the surface does the work.
