@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from gpualign._errors import BackendUnavailable
+from gpualign._errors import BackendUnavailable, GpuAlignError
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["Backend", "get_backend", "numpy_backend", "backend_report"]
+__all__ = ["Backend", "DeviceOutOfMemory", "backend_report", "get_backend",
+           "is_out_of_memory", "numpy_backend", "release_device_memory"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,34 @@ class Backend:
     def is_gpu(self) -> bool:
         """Whether arrays of this backend live on a GPU (anything but NumPy)."""
         return self.name != "numpy"
+
+
+class DeviceOutOfMemory(GpuAlignError):
+    """The GPU had not enough free memory, even for the smallest tiles."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed device allocation.
+
+    CuPy's pool raises ``cupy.cuda.memory.OutOfMemoryError`` (a ``MemoryError``);
+    allocations outside the pool fail with a CUDA runtime or driver error of status 2
+    (``cudaErrorMemoryAllocation``, ``CUDA_ERROR_OUT_OF_MEMORY``). A plain host
+    ``MemoryError`` is not one.
+    """
+    if isinstance(exc, MemoryError):
+        return type(exc).__name__ == "OutOfMemoryError"
+    return (type(exc).__name__ in ("CUDARuntimeError", "CUDADriverError")
+            and getattr(exc, "status", None) == 2)
+
+
+def release_device_memory(backend: Backend) -> None:
+    """Return the blocks CuPy's pool caches to the device (nothing on NumPy)."""
+    if not backend.is_gpu:
+        return
+    try:
+        backend.xp.get_default_memory_pool().free_all_blocks()
+    except Exception:  # pragma: no cover - a pool without it
+        pass
 
 
 def _host_free_memory() -> int:

@@ -16,6 +16,7 @@ every row. So:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,15 @@ class PackedMask:
                 out = cls.zeros(xp, (ny, nx))
             out.bits[a:a + rows] = xp.packbits(block, axis=1)
         return out
+
+    @functools.cached_property
+    def bit_values(self) -> Any:
+        """``[128, 64, ..., 1]`` (uint8) on the mask's backend.
+
+        The bit of column ``c`` in its byte is ``bit_values[c % 8]`` (``packbits``
+        order).
+        """
+        return self.xp.asarray(np.array([128, 64, 32, 16, 8, 4, 2, 1], np.uint8))
 
     def rows(self, lo: int, hi: int, c0: int = 0, c1: int | None = None) -> Any:
         """The mask's rows ``lo:hi`` and columns ``c0:c1`` as a boolean array."""

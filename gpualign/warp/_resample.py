@@ -19,15 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from gpualign._errors import GpuAlignError
 from gpualign._system import single_threaded_blas, usable_cores
-from gpualign.backend import Backend, _host
+from gpualign.backend import (
+    Backend,
+    DeviceOutOfMemory,
+    _host,
+    is_out_of_memory,
+    release_device_memory,
+)
 from gpualign.transform import Transform
 from gpualign.warp._invalid import PackedMask, fill_invalid, grow_invalid
 from gpualign.warp._sampler import TileSampler, empty_like_tile
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for"]
+__all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for",
+           "tile_bytes_per_pixel"]
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
 PREFILTER_COLS = 256  # columns per block of the prefilter's axis-0 pass (CPU)
@@ -144,17 +152,19 @@ GPU_TILE_MEMORY_FRACTION = 0.25
 
 def tile_rows_for(
     backend: Backend, ny: int, nx: int, *, dtype: Any = np.float32, n_planes: int = 0,
-    has_bad: bool = False, mask_itemsize: int = 0,
+    has_bad: bool = False, mask_itemsize: int = 0, fused: bool = False,
+    streamed: bool = False,
 ) -> int:
     """Output rows per warp tile.
 
     On NumPy, about :data:`TILE_PIXELS` pixels (tiles feed the CPU threads). On a
     GPU, as many rows as fit in :data:`GPU_TILE_MEMORY_FRACTION` of the free device
-    memory (``backend.free_memory()``, read after the resident arrays exist), at
-    most :data:`GPU_TILE_PIXELS` pixels: per output pixel a tile holds the [sy, sx]
-    coordinates (16 bytes), the inside masks and comparison temporaries (~8), the
-    sampled values and their ``where`` copy (2 x itemsize), and per mask bit plane
-    its sample and the accumulated bits. The tiling never changes the pixels.
+    memory (``backend.free_memory()``, read after the resident arrays and the
+    output exist), at most :data:`GPU_TILE_PIXELS` pixels. What one output pixel of
+    a tile holds on the device (:func:`tile_bytes_per_pixel`) depends on the path:
+    the fused kernel writes straight into the output and needs coordinates only for
+    the invalid-pixel and mask lookups; ``cupyx.scipy.ndimage`` needs them always.
+    The tiling never changes the pixels.
 
     Parameters
     ----------
@@ -167,9 +177,13 @@ def tile_rows_for(
     n_planes : int
         Mask bit planes resampled alongside.
     has_bad : bool
-        Whether the source has invalid pixels (one more order-0 sample per pixel).
+        Whether the source has invalid pixels (their grown mask is looked up).
     mask_itemsize : int
         Bytes per pixel of the output mask.
+    fused : bool
+        Whether the fused kernel samples.
+    streamed : bool
+        Whether each tile has its own output buffers (a sink), not rows of the output.
 
     Returns
     -------
@@ -179,9 +193,9 @@ def tile_rows_for(
     nx = max(int(nx), 1)
     if not backend.is_gpu:
         return max(8, TILE_PIXELS // nx)
-    per_pixel = 24 + 2 * np.dtype(dtype).itemsize + (2 if has_bad else 0)
-    if n_planes:
-        per_pixel += 2 + 4 * max(int(mask_itemsize), 1)
+    per_pixel = tile_bytes_per_pixel(dtype=dtype, n_planes=n_planes, has_bad=has_bad,
+                                     mask_itemsize=mask_itemsize, fused=fused,
+                                     streamed=streamed)
     try:
         free = int(backend.free_memory())
     except Exception:  # a device that cannot say: the CPU tile size
@@ -193,6 +207,36 @@ def tile_rows_for(
     log.debug("warp tiles on %s: %d rows of %d px (%.0f MB free, %d B/px)",
               backend.name, rows, nx, free / 2**20, per_pixel)
     return rows
+
+
+def tile_bytes_per_pixel(*, dtype: Any = np.float32, n_planes: int = 0,
+                         has_bad: bool = False, mask_itemsize: int = 0,
+                         fused: bool = False, streamed: bool = False) -> int:
+    """Device bytes one output pixel of a GPU tile holds at most, output rows aside.
+
+    * ``cupyx.scipy.ndimage``: the [sy, sx] coordinates (16 bytes, float64: positions
+      in a 30000-pixel source need it), the inside masks and their temporary (2), the
+      sampled values and their ``where`` copy (2 x itemsize);
+    * fused kernel: nothing (it writes the output rows), the coordinates (16) only
+      when invalid pixels or a mask must be looked up;
+    * invalid pixels: the nearest-pixel lookup's rounding (8, float64), its row and
+      column indices and the column's byte index (3 x 4), the bytes read and the
+      lookup's complement (2);
+    * per mask bit plane: its sample (1), the shifted bits (2 x mask itemsize), and
+      the accumulated bits (mask itemsize, + 1 for the plane's cast);
+    * streamed: the tile's own data, footprint and mask buffers.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    per_pixel = 0 if fused else 16 + 2 + 2 * itemsize
+    if fused and (has_bad or n_planes):
+        per_pixel += 16
+    if has_bad:
+        per_pixel += 8 + 12 + 2
+    if n_planes:
+        per_pixel += 2 + 3 * max(int(mask_itemsize), 1)
+    if streamed:
+        per_pixel += itemsize + 1 + int(mask_itemsize)
+    return max(per_pixel, 1)
 
 
 _FUSED_STATUS: dict[int, bool] = {}
@@ -213,7 +257,10 @@ def _use_fused(backend: Backend, method: str) -> bool:
         from gpualign.backend import _kernels
 
         try:
-            _kernels.get_module(backend.xp)
+            # CuPy compiles a RawModule on first use, not when it is made: getting a
+            # kernel compiles the module now, so a failure falls back here and not in
+            # the middle of the warp.
+            _kernels.get_module(backend.xp).get_function("gpualign_warp_fused_o0")
             _FUSED_STATUS[key] = True
         except Exception as exc:  # no NVRTC, or a stand-in without kernels
             if method == "fused":
@@ -284,9 +331,44 @@ def warp(
     Returns
     -------
     WarpResult
+
+    Raises
+    ------
+    DeviceOutOfMemory
+        On a GPU, when the source, its masks and the output do not fit in the device's
+        memory, or not even one row of tile temporaries does beside them (a tile that
+        does not fit is first retried in halves).
     """
     if not 0 <= int(order) <= 5:
         raise ValueError(f"interp_order must be 0-5, got {order}")
+    try:
+        return _warp(image, transform, output_shape, backend=backend, order=order,
+                     cval=cval, mask=mask, dtype=dtype, tile_rows=tile_rows,
+                     threads=threads, method=method, overwrite_input=overwrite_input,
+                     sink=sink)
+    except GpuAlignError:
+        raise
+    except Exception as exc:
+        if not (backend.is_gpu and is_out_of_memory(exc)):
+            raise
+        try:
+            free = f"{int(backend.free_memory()) / 2**20:.0f} MiB free"
+        except Exception:  # pragma: no cover - a device that cannot say
+            free = "free memory unknown"
+        raise DeviceOutOfMemory(
+            f"the GPU ran out of memory warping a {np.shape(image)[0]}x"
+            f"{np.shape(image)[1]} source onto {int(output_shape[0])}x"
+            f"{int(output_shape[1])} pixels ({free}): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            hint="free GPU memory (other processes on the device), or use "
+                 "--backend numpy") from exc
+
+
+def _warp(image: np.ndarray, transform: Transform, output_shape: tuple[int, int], *,
+          backend: Backend, order: int, cval: float, mask: np.ndarray | None, dtype: Any,
+          tile_rows: int | None, threads: int | None, method: str, overwrite_input: bool,
+          sink: Any) -> WarpResult:
+    """:func:`warp` without the conversion of a device out-of-memory error."""
     xp = backend.xp
     ny, nx = (int(output_shape[0]), int(output_shape[1]))
     threads = default_threads() if threads is None else max(1, int(threads))
@@ -295,19 +377,20 @@ def warp(
     host = np.ascontiguousarray(image, dtype=np.float32)
     coeffs, bad_grown = _prepare_source(backend, host, order, threads, overwrite_input)
     planes, mask_dtype = _mask_planes(backend, mask, host.shape, order)
-    rows = tile_rows or tile_rows_for(
-        backend, ny, nx, dtype=dtype, n_planes=len(planes), has_bad=bad_grown is not None,
-        mask_itemsize=np.dtype(mask_dtype).itemsize if mask_dtype is not None else 0)
     # The fused kernel evaluates the polynomial model; other models' coordinates are
     # computed on the backend and sampled by the generic path.
     fused = _use_fused(backend, method) and transform.is_polynomial
+    whole = (0, 0) if sink is not None else (ny, nx)  # with a sink: per-tile buffers
+    # The output exists before the tiles are sized from what memory is left.
+    out, foot, out_mask = empty_like_tile(xp, whole[0], whole[1], dtype, mask_dtype)
+    rows = tile_rows or tile_rows_for(
+        backend, ny, nx, dtype=dtype, n_planes=len(planes), has_bad=bad_grown is not None,
+        mask_itemsize=np.dtype(mask_dtype).itemsize if mask_dtype is not None else 0,
+        fused=fused, streamed=sink is not None)
     sampler = TileSampler(backend, transform, coeffs, host.shape, (ny, nx), int(order), dtype,
                           cval, bad_grown, planes, mask_dtype, fused)
-    whole = (0, 0) if sink is not None else (ny, nx)  # with a sink: per-tile buffers
-    out, foot, out_mask = empty_like_tile(xp, whole[0], whole[1], dtype, mask_dtype)
 
-    def do_tile(y0: int) -> None:
-        y1 = min(y0 + rows, ny)
+    def do_tile(y0: int, y1: int) -> None:
         if sink is None:
             o, f = out[y0:y1], foot[y0:y1]
             m = out_mask[y0:y1] if out_mask is not None else None
@@ -318,7 +401,11 @@ def warp(
             sink(y0, y1, backend.to_host(o), backend.to_host(f),
                  None if m is None else backend.to_host(m))
 
-    _run_tiles(do_tile, list(range(0, ny, rows)), threads)
+    if backend.is_gpu:
+        _run_device_tiles(backend, do_tile, ny, rows)
+    else:
+        _run_tiles(lambda y0: do_tile(y0, min(y0 + rows, ny)), list(range(0, ny, rows)),
+                   threads)
     if sink is not None:
         return WarpResult(None, None, None)  # type: ignore[arg-type]
     host_mask = None
@@ -372,6 +459,38 @@ def _mask_planes(backend: Backend, mask: Any, shape: tuple[int, ...],
                 plane = _bit_plane(xp, m_dev, bit)
                 planes.append((bit, ndi.maximum_filter(plane, size=size, mode="nearest")))
     return planes, mask_dtype
+
+
+def _run_device_tiles(backend: Backend, do_tile: Any, ny: int, rows: int) -> None:
+    """``do_tile(y0, y1)`` over the output rows on a GPU, halving the tiles on out-of-memory.
+
+    A tile whose temporaries do not fit (another process took device memory, or the
+    estimate fell short) is retried in halves, after the pool's cached blocks are
+    returned, down to one row; the later tiles keep the smaller size. A tile's
+    pixels do not depend on its size, and its output is written (or sunk) only once
+    it is complete. One row that does not fit raises the device's error.
+    """
+    from gpualign._progress import progress
+
+    step = rows
+    with progress(-(-ny // rows), "warp", unit="tiles", min_total=64) as advance:
+        for a in range(0, ny, rows):
+            b = min(a + rows, ny)
+            y0 = a
+            while y0 < b:
+                y1 = min(y0 + step, b)
+                try:
+                    do_tile(y0, y1)
+                except Exception as exc:
+                    if step == 1 or not is_out_of_memory(exc):
+                        raise
+                    step = max(1, step // 2)
+                    release_device_memory(backend)
+                    log.info("out of device memory in a warp tile of %d rows; retrying "
+                             "with %d rows", y1 - y0, step)
+                    continue
+                y0 = y1
+            advance()
 
 
 def _run_tiles(do_tile: Any, starts: list[int], threads: int) -> None:

@@ -24,15 +24,25 @@ def _mask_at(xp: Any, mask: PackedMask, coords: Any) -> Any:
     """``mask`` at the nearest pixel of each ``[sy, sx]``, edges extended ('nearest').
 
     What ``map_coordinates(mask, coords, order=0, mode="nearest")`` gives (index
-    ``floor(s + 0.5)`` clipped to the image), unpacking only the rows and columns the
-    coordinates reach.
+    ``floor(s + 0.5)`` clipped to the image), read bit by bit from the packed rows:
+    nothing is unpacked (a tile of a rotated frame reaches a box of source pixels far
+    larger than itself) and nothing is synchronised. The rounding is done in float64
+    (exact at any source size) in one temporary per axis; the indices are int32 (a
+    row or column index always fits).
     """
-    ny, nx = mask.shape
-    iy = xp.clip(xp.floor(coords[0] + 0.5), 0, ny - 1).astype(xp.int64)
-    ix = xp.clip(xp.floor(coords[1] + 0.5), 0, nx - 1).astype(xp.int64)
-    r0, c0 = int(iy.min()), int(ix.min())
-    sub = mask.rows(r0, int(iy.max()) + 1, c0, int(ix.max()) + 1)
-    return sub[iy - r0, ix - c0]
+    idx = []
+    for axis, n in enumerate(mask.shape):
+        t = coords[axis] + 0.5
+        xp.floor(t, out=t)
+        xp.clip(t, 0, n - 1, out=t)
+        idx.append(t.astype(xp.int32 if n <= 2**31 else xp.int64))
+        del t
+    iy, ix = idx
+    byte = mask.bits[iy, ix >> 3]  # packbits order: column c is bit 7 - c % 8 of byte c // 8
+    del iy
+    ix &= 7
+    byte &= mask.bit_values[ix]
+    return byte.astype(xp.bool_)
 
 
 @dataclass
@@ -114,20 +124,29 @@ class TileSampler:
                        f if whole else f[:, x0:x1],
                        m if whole or m is None else m[:, x0:x1])
 
-    def _sample(self, y0: int, y1: int, x0: int, x1: int, o: Any) -> tuple[Any, Any, Any, bool]:
-        """Values, inside mask, coordinates (or None) and whether ``o`` already holds them."""
+    def _sample(self, y0: int, y1: int, x0: int, x1: int, o: Any, f: Any
+                ) -> tuple[Any, Any, Any, bool]:
+        """Values, inside mask, coordinates (or None) and whether ``o`` already holds them.
+
+        The fused kernel writes straight into float32 output rows (``cval`` outside,
+        the footprint into ``f``): then the values are ``o`` and the inside mask ``f``.
+        """
         xp, ndi = self.backend.xp, self.backend.ndimage
         if self.fused:
             # One kernel computes each pixel's source position and samples it.
             from gpualign.backend import _kernels
 
-            vals, inside = _kernels.fused_warp(xp, self.coeffs, self.transform,
-                                               self.output_shape, y0, y1, self.order,
-                                               float("nan"))
+            direct = (o.dtype == xp.float32 and f.dtype == xp.bool_
+                      and o.flags.c_contiguous and f.flags.c_contiguous)
+            vals, inside = _kernels.fused_warp(
+                xp, self.coeffs, self.transform, self.output_shape, y0, y1, self.order,
+                self.cval if direct else float("nan"), out=o if direct else None,
+                footprint=f if direct else None)
             coords = None
             if self.bad_grown is not None or self.planes:
-                coords, _ = self.coords(y0, y1)
-            return vals, inside, coords, False
+                # Only the nearest-pixel lookups need positions (no footprint test).
+                coords = self.transform.source_coords(xp, 0, self.output_shape[1], y0, y1)
+            return vals, inside, coords, direct
         coords, inside = self.coords(y0, y1, x0, x1)
         # float32 output: sampled straight into the output rows, no temporary.
         direct = o.dtype == xp.float32
@@ -145,14 +164,23 @@ class TileSampler:
     def block(self, y0: int, y1: int, x0: int, x1: int, o: Any, f: Any, m: Any) -> None:
         """Fill one block: data (``cval`` outside), footprint, and the mask's bits."""
         xp, ndi = self.backend.xp, self.backend.ndimage
-        vals, inside, coords, direct = self._sample(y0, y1, x0, x1, o)
-        if self.bad_grown is not None:
-            inside &= ~_mask_at(xp, self.bad_grown, coords)
-        if not direct:
-            o[...] = xp.where(inside, vals.astype(self.dtype, copy=False), self.fill)
-        elif not bool(inside.all()):
-            o[...] = xp.where(inside, vals, self.fill)
-        f[...] = inside
+        vals, inside, coords, direct = self._sample(y0, y1, x0, x1, o, f)
+        if self.fused and direct:
+            # The kernel wrote the values (cval outside) and the footprint in place:
+            # only pixels reaching an invalid source pixel are left to blank.
+            if self.bad_grown is not None:
+                hit = _mask_at(xp, self.bad_grown, coords)
+                inside &= ~hit
+                xp.copyto(o, self.fill, where=hit)
+                del hit
+        else:
+            if self.bad_grown is not None:
+                inside &= ~_mask_at(xp, self.bad_grown, coords)
+            if not direct:
+                o[...] = xp.where(inside, vals.astype(self.dtype, copy=False), self.fill)
+            elif not bool(inside.all()):
+                o[...] = xp.where(inside, vals, self.fill)
+            f[...] = inside
         if m is not None:
             mask_dtype = self.mask_dtype
             acc = xp.zeros(inside.shape, dtype=mask_dtype)

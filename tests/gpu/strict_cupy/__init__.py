@@ -10,10 +10,20 @@ The module looks like ``cupy`` to code that receives it as its array module, and
   ``TypeError``), and CuPy functions refuse NumPy arrays; NumPy functions called on
   device arrays are dispatched to the CuPy function, as CuPy's ``__array_function__``
   does;
-* every host <-> device copy is logged in :data:`transfers`.
+* every host <-> device copy is logged in :data:`transfers`;
+* every device allocation is recorded in :data:`allocations` (dtype, size, caller),
+  and the memory pool honours the device's free memory: past it, CuPy's
+  ``cupy.cuda.memory.OutOfMemoryError`` (:mod:`._memory`);
+* ``RawModule``/``RawKernel`` compile the CUDA source for the host (C++ compiler,
+  once per session) and run each launch thread after thread on the device arrays,
+  arguments checked against the kernel's parameters (:mod:`._rawkernel`); launches
+  are logged in :data:`launches`.
 
 The arithmetic is NumPy's and ``ndimage`` is SciPy's, so results equal the NumPy
-backend's bit for bit wherever the code paths are the same.
+backend's bit for bit wherever the code paths are the same; raw kernels are built
+without floating-point contraction. ``configure(perturb=seed)`` injects instead the
+last-bit differences a GPU has (reduction order, libdevice, cupyx's accumulation,
+FMA in kernels: :mod:`._numerics`).
 
 Use in a test::
 
@@ -26,14 +36,18 @@ Use in a test::
         assert cp.transfers.count("h2d", min_bytes=image.nbytes) == 1
 
 Names beyond CuPy's (the stand-in's own): :data:`ndimage` (for ``cupyx.scipy.ndimage``),
-:data:`transfers`, :func:`install`, :func:`configure`, :data:`snapshot`,
-:class:`TransferForbidden`.
+:data:`transfers`, :data:`allocations`, :data:`launches`, :func:`install`,
+:func:`configure`, :data:`snapshot`, :class:`TransferForbidden`,
+:class:`OutOfMemoryError` (also ``cuda.memory.OutOfMemoryError``, as in CuPy),
+:class:`KernelOutOfBounds`.
 """
 
 import sys as _sys
 from typing import Any as _Any
 
-from . import _api, _core, _cuda, _snapshot
+from . import _api, _core, _cuda, _memory, _rawkernel, _snapshot
+from ._memory import OutOfMemoryError as OutOfMemoryError
+from ._rawkernel import KernelOutOfBounds as KernelOutOfBounds
 from ._transfers import TransferForbidden as TransferForbidden
 
 #: The recorded API of the CuPy release this stand-in mimics.
@@ -42,6 +56,10 @@ snapshot = _snapshot.default()
 __version__ = snapshot.cupy_version
 #: Every host <-> device copy: ``transfers.h2d``, ``transfers.count("d2h", min_bytes=...)``.
 transfers = _core.TRANSFERS
+#: Every device allocation: ``allocations.peak_bytes("float64")``, ``.count()``, ``.summary()``.
+allocations = _memory.MEMORY
+#: Every raw kernel launch: ``launches.count("gpualign_warp_fused")``.
+launches = _rawkernel.LAUNCHES
 
 ndarray = _core.ndarray
 ufunc = _core.ufunc
@@ -56,8 +74,9 @@ fft = _NS["fft"]
 random = _NS["random"]
 
 #: Names of this package that are not CuPy's (documented above).
-EXTRAS = frozenset({"ndimage", "transfers", "install", "configure", "snapshot",
-                    "TransferForbidden", "EXTRAS"})
+EXTRAS = frozenset({"ndimage", "transfers", "allocations", "launches", "install",
+                    "configure", "snapshot", "TransferForbidden", "OutOfMemoryError",
+                    "KernelOutOfBounds", "EXTRAS"})
 
 
 def __getattr__(name: str) -> _Any:
@@ -76,8 +95,11 @@ def __dir__() -> list[str]:
 def configure(**changes: _Any) -> _Any:
     """Context manager changing what the fake device reports, restored on exit.
 
-    Keywords: ``device_count`` (0: no GPU visible), ``free_memory``, ``total_memory``
-    (bytes), ``fail`` (a message: every CUDA runtime call raises ``CUDARuntimeError``).
+    Keywords: ``device_count`` (0: no GPU visible), ``free_memory`` (bytes free *now*:
+    allocations made inside the block take from it, past it ``OutOfMemoryError``),
+    ``total_memory`` (bytes), ``fail`` (a message: every CUDA runtime call raises
+    ``CUDARuntimeError``), ``perturb`` (a nonzero seed: GPU-like last-bit numerics)
+    and ``perturb_ulps`` (their size, default 2).
     """
     return _cuda.configured(**changes)
 
@@ -94,7 +116,8 @@ def install(monkeypatch: _Any, *, reset: bool = True) -> _Any:
     monkeypatch : pytest.MonkeyPatch
         The test's fixture (the patch is undone after the test).
     reset : bool
-        Clear :data:`transfers` first.
+        Clear :data:`transfers`, :data:`launches` and the :data:`allocations` records
+        first.
 
     Returns
     -------
@@ -107,4 +130,6 @@ def install(monkeypatch: _Any, *, reset: bool = True) -> _Any:
     monkeypatch.setattr(backend_module, "_import_cupy", lambda: (module, module.ndimage))
     if reset:
         transfers.reset()
+        launches.reset()
+        allocations.reset()
     return module

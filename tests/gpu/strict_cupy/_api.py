@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from . import _core, _cuda
+from . import _core, _cuda, _memory, _rawkernel
 from ._snapshot import ApiSnapshot
 
 __all__ = ["Resolver", "StrictModule", "build_namespaces"]
@@ -171,6 +171,29 @@ def asnumpy(a: Any, stream: Any = None, order: str = "C", out: np.ndarray | None
     return np.asarray(a, order=order)
 
 
+def _sized(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A creation function that checks the pool before NumPy allocates (empty, zeros...)."""
+
+    def wrapper(shape: Any, *args: Any, **kwargs: Any) -> Any:
+        dtype = kwargs.get("dtype", args[1 if name == "full" else 0] if
+                           len(args) > (1 if name == "full" else 0) else None)
+        try:
+            dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+            if dtype is None and name == "full":
+                itemsize = np.asarray(args[0] if args else kwargs["fill_value"]).itemsize
+            else:
+                itemsize = np.dtype(dtype if dtype is not None else float).itemsize
+        except (TypeError, ValueError, KeyError, IndexError):
+            dims, itemsize = (), 0  # the call itself will say what is wrong
+        if all(d >= 0 for d in dims):
+            _memory.MEMORY.reserve(int(np.prod(dims, dtype=np.int64)) * itemsize)
+        return func(shape, *args, **kwargs)
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = getattr(func, "__doc__", None)
+    return wrapper
+
+
 def fuse(*args: Any, **kwargs: Any) -> Any:
     """``cupy.fuse``: returns the function unchanged (no kernel fusion on the CPU)."""
     if len(args) == 1 and callable(args[0]) and not kwargs:
@@ -222,11 +245,15 @@ def build_namespaces(snapshot: ApiSnapshot, package: types.ModuleType) -> dict[s
         "fuse": fuse,
         "get_default_memory_pool": _cuda.get_default_memory_pool,
         "get_default_pinned_memory_pool": _cuda.get_default_pinned_memory_pool,
+        "RawModule": _rawkernel.RawModule,
+        "RawKernel": _rawkernel.RawKernel,
         "cuda": cuda,
         "linalg": linalg,
         "fft": fft,
         "random": random,
     })
+    for name in ("empty", "zeros", "ones", "full"):
+        top.overrides[name] = _sized(name, top.resolve(name))
     _core.NAMESPACES.update({
         "numpy": package, "numpy.linalg": linalg, "numpy.fft": fft, "numpy.random": random,
         "cuda": cuda,

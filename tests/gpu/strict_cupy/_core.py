@@ -14,8 +14,12 @@ Device semantics reproduced (from ``cupy/_core/core.pyx`` and ``_kernel.pyx``):
 * Indexing with NumPy arrays or assigning NumPy values copies them to the device
   (CuPy does this implicitly); logged as transfers.
 
-Not reproduced: CuPy's numerics (everything is computed by NumPy/SciPy), its
-wrap-around of out-of-bounds integer indices, asynchronous execution, streams.
+* Every new buffer (not a view) is a device allocation: recorded, and refused with
+  CuPy's ``OutOfMemoryError`` past the free memory (:mod:`._memory`).
+
+Not reproduced: CuPy's numerics (everything is computed by NumPy/SciPy; GPU-like
+last-bit differences are injected on request, :mod:`._numerics`), its wrap-around of
+out-of-bounds integer indices, asynchronous execution, streams.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from . import _numerics
+from ._cuda import STATE as _cuda_state
+from ._memory import MEMORY
 from ._transfers import TransferLog
 
 __all__ = [
@@ -215,7 +222,10 @@ def _call(func: Callable[..., Any], where: str, args: tuple, kwargs: dict[str, A
     outs = _outs(kwargs, where)
     a = _unwrap(args, where, host_ok=host_ok)
     k = {key: _unwrap(v, where, host_ok=host_ok) for key, v in kwargs.items()}
-    return wrap(func(*a, **k), outs)
+    res = func(*a, **k)
+    if _cuda_state.perturb:  # GPU-like last bits (strict_cupy.configure(perturb=...))
+        res = _numerics.perturb_result(func, where, a, k, res)
+    return wrap(res, outs)
 
 
 # --------------------------------------------------------------------------------------
@@ -497,12 +507,17 @@ class ndarray:  # noqa: N801 - named like cupy.ndarray
                  strides: Any = None, order: str = "C") -> None:
         if memptr is not None or strides is not None:
             raise NotImplementedError("strict_cupy: memptr/strides are not modelled")
-        a = np.empty(shape, dtype=dtype, order=order)
-        check_dtype(a.dtype)
+        dt = np.dtype(dtype)
+        check_dtype(dt)
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        MEMORY.reserve(int(np.prod(dims, dtype=np.int64)) * dt.itemsize)
+        a = np.empty(shape, dtype=dt, order=order)
+        MEMORY.track(a)
         self._a = a
 
     @classmethod
     def _wrap(cls, a: np.ndarray) -> ndarray:
+        MEMORY.track(a)  # a new buffer is a device allocation (OutOfMemoryError if full)
         obj = object.__new__(cls)
         obj._a = a
         return obj

@@ -39,12 +39,23 @@ class DeviceState:
         Bytes reported by ``Device().mem_info`` and ``memGetInfo``.
     fail : str or None
         When set, every runtime call raises ``CUDARuntimeError(fail)`` (a broken driver).
+    perturb : int
+        0: NumPy's and SciPy's numerics. Otherwise GPU-like last-bit differences are
+        injected, ``perturb`` being the seed of their pseudo-random signs (see
+        ``strict_cupy._numerics``): reductions and BLAS products off by their rounding
+        error bound, transcendental functions by an ulp, ``cupyx.scipy.ndimage``
+        interpolation and filters by float32 ulps, and raw kernels built with FMA
+        contraction, as NVRTC compiles them.
+    perturb_ulps : float
+        Size of the injected differences, in units of the rounding (default 2).
     """
 
     device_count: int = 1
     total_memory: int = 16 * 2**30
     free_memory: int = 15 * 2**30
     fail: str | None = None
+    perturb: int = 0
+    perturb_ulps: float = 2.0
 
 
 STATE = DeviceState()
@@ -81,9 +92,9 @@ class Device:
 
     @property
     def mem_info(self) -> tuple[int, int]:
-        """``(free, total)`` bytes."""
+        """``(free, total)`` bytes: the configured free memory less what was allocated since."""
         _check(self._id)
-        return int(STATE.free_memory), int(STATE.total_memory)
+        return memGetInfo()
 
     @property
     def compute_capability(self) -> str:
@@ -210,35 +221,47 @@ def get_current_stream(device_id: int | None = None) -> Stream:
 
 
 class MemoryPool:
-    """``cupy.cuda.MemoryPool``: reports nothing allocated (NumPy owns the memory)."""
+    """``cupy.cuda.MemoryPool``, the default pool every device array comes from.
+
+    It holds exactly the live arrays' blocks (512-byte multiples): a freed block goes
+    back to the device at once, so ``free_bytes()`` is 0. ``set_limit`` is enforced:
+    an allocation past it raises ``OutOfMemoryError``, as past the free memory.
+    """
 
     def __init__(self, allocator: Any = None) -> None:
         self._limit = 0
 
+    def _memory(self) -> Any:
+        from ._memory import MEMORY
+
+        return MEMORY
+
     def used_bytes(self) -> int:
-        """Bytes in use by the pool."""
-        return 0
+        """Bytes of the live device arrays' blocks."""
+        return self._memory().used if self is _DEFAULT_POOL else 0
 
     def total_bytes(self) -> int:
-        """Bytes held by the pool."""
-        return 0
+        """Bytes held by the pool (the blocks in use)."""
+        return self.used_bytes()
 
     def free_bytes(self) -> int:
-        """Bytes held but unused."""
+        """Bytes held but unused (none: freed blocks are returned at once)."""
         return 0
 
     def n_free_blocks(self) -> int:
-        """Cached free blocks."""
+        """Cached free blocks (none)."""
         return 0
 
     def free_all_blocks(self, stream: Any = None) -> None:
-        """Release cached blocks (none)."""
+        """Release cached blocks (none are cached)."""
 
     def set_limit(self, size: int | None = None, fraction: float | None = None) -> None:
-        """Set the pool limit (recorded only)."""
+        """Limit the pool's bytes (0: no limit); enforced on the default pool."""
         if fraction is not None:
             size = int(fraction * STATE.total_memory)
         self._limit = int(size or 0)
+        if self is _DEFAULT_POOL:
+            self._memory().limit = self._limit
 
     def get_limit(self) -> int:
         """The pool limit."""
@@ -246,7 +269,7 @@ class MemoryPool:
 
 
 class PinnedMemoryPool(MemoryPool):
-    """``cupy.cuda.PinnedMemoryPool``."""
+    """``cupy.cuda.PinnedMemoryPool`` (host memory: nothing is tracked)."""
 
 
 _DEFAULT_POOL = MemoryPool()
@@ -322,9 +345,16 @@ def setDevice(device: int) -> None:  # noqa: N802
 
 
 def memGetInfo() -> tuple[int, int]:  # noqa: N802
-    """``(free, total)`` bytes of the current device."""
+    """``(free, total)`` bytes of the current device.
+
+    ``free`` is the configured free memory less the bytes allocated since it was set
+    (plus those freed since), within ``[0, total]``.
+    """
+    from ._memory import MEMORY
+
     _check()
-    return int(STATE.free_memory), int(STATE.total_memory)
+    total = int(STATE.total_memory)
+    return max(0, min(total, MEMORY.free(STATE.free_memory))), total
 
 
 def deviceSynchronize() -> None:  # noqa: N802
@@ -361,9 +391,23 @@ def runtime_overrides() -> dict[str, Any]:
     }
 
 
+def _memory_module() -> Any:
+    """``cupy.cuda.memory``: the pool classes and ``OutOfMemoryError``."""
+    import types
+
+    from ._memory import OutOfMemoryError
+
+    module = types.ModuleType("strict_cupy.cuda.memory", "Stand-in for cupy.cuda.memory.")
+    module.OutOfMemoryError = OutOfMemoryError  # type: ignore[attr-defined]
+    module.MemoryPool = MemoryPool  # type: ignore[attr-defined]
+    module.PinnedMemoryPool = PinnedMemoryPool  # type: ignore[attr-defined]
+    return module
+
+
 def cuda_overrides() -> dict[str, Any]:
     """Implemented names of ``cupy.cuda`` (``runtime`` is added by the package)."""
     return {
+        "memory": _memory_module(),
         "Device": Device,
         "Stream": Stream,
         "Event": Event,
@@ -378,14 +422,25 @@ def cuda_overrides() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def configured(**changes: Any) -> Iterator[DeviceState]:
-    """Temporarily change :data:`STATE` (``device_count``, ``free_memory``...)."""
-    old = {k: getattr(STATE, k) for k in changes}
-    for k, v in changes.items():
+    """Temporarily change :data:`STATE` (``device_count``, ``free_memory``...).
+
+    ``free_memory`` is what is free *now*: allocations made inside the block take from
+    it (``mem_info``), and one that does not fit raises ``OutOfMemoryError``.
+    """
+    from ._memory import MEMORY
+
+    for k in changes:
         if not hasattr(STATE, k):
             raise AttributeError(f"DeviceState has no field {k!r}")
+    old = {k: getattr(STATE, k) for k in changes}
+    old_base = MEMORY.base
+    for k, v in changes.items():
         setattr(STATE, k, v)
+    if "free_memory" in changes:
+        MEMORY.base = MEMORY.used
     try:
         yield STATE
     finally:
         for k, v in old.items():
             setattr(STATE, k, v)
+        MEMORY.base = old_base
