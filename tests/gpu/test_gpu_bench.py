@@ -1,11 +1,12 @@
 """benchmarks/gpu_bench.py without a GPU: its command line, its no-GPU exit, its arithmetic,
 and every stage run on the strict CuPy stand-in at a tiny size.
 
-The stand-in (tests/gpu/strict_cupy) has no ``RawModule``, so the fused kernel cannot run
-on it: those tests hand the benchmark a stand-in for the kernel launch (cupyx
-``map_coordinates`` on the surfaces' coordinates). What they prove is the benchmark's
-plumbing -- every stage runs on the CuPy backend (matching included) and is timed,
-the records carry the device name -- not the kernel's speed.
+The stand-in (tests/gpu/strict_cupy) runs gpualign's own kernels (its ``RawModule``
+compiles kernels/warp_fused.cu for the host and runs every thread of a launch), so the
+benchmark's fused stage launches the real kernel here too, and its comparison with the
+cupyx path is a comparison of two different implementations. What these tests prove is
+the benchmark's plumbing -- every stage runs on the CuPy backend (matching included)
+and is timed, the records carry the device name -- not the kernel's speed.
 """
 
 from __future__ import annotations
@@ -38,19 +39,6 @@ def gb():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def fake_fused(cp, coeffs, t, shape, order, out, foot):
-    """Stand-in for the fused kernel launch: cupyx sampling and the source-bounds footprint."""
-    ny, nx = shape
-    coords = t.source_coords(cp, 0, nx, 0, ny)
-    cupyx_ndimage = strict_cupy.ndimage
-    cupyx_ndimage.map_coordinates(coeffs, coords, order=order, mode="mirror",
-                                  prefilter=False, output=out)
-    sh, sw = coeffs.shape
-    foot[...] = ((coords[0] >= -0.5) & (coords[0] <= sh - 0.5)
-                 & (coords[1] >= -0.5) & (coords[1] <= sw - 0.5))
-    return out, foot
 
 
 # ---------------------------------------------------------------- command line
@@ -204,7 +192,7 @@ def test_every_stage_is_timed_on_the_cupy_backend(gb, standin, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(NeighbourIndex, "_dense_query", spy)  # the device matching path
-    rec = gb.bench_size(512, standin, order=3, repeat=1, peak=3.35232e12, fused=fake_fused)
+    rec = gb.bench_size(512, standin, order=3, repeat=1, peak=3.35232e12)
     assert calls, "matching did not run on the CuPy backend's distance matrices"
     for key in STAGES:
         assert isinstance(rec[key], float) and rec[key] > 0, key
@@ -213,14 +201,16 @@ def test_every_stage_is_timed_on_the_cupy_backend(gb, standin, monkeypatch):
     assert rec["fused_bandwidth_frac"] == pytest.approx(
         9 * 512 * 512 / rec["warp_fused_s"] / 3.35232e12)
     assert rec["prefilter_bandwidth_frac"] > 0
-    assert rec["fused_vs_cupyx_max_rel"] == 0.0  # the stand-in kernel samples like cupyx
+    # the real kernel against cupyx's map_coordinates: two implementations, the same
+    # samples to float32 rounding (per-pixel Horner positions vs separable products);
+    # measured 0.0 on this affine field
+    assert 0.0 <= rec["fused_vs_cupyx_max_rel"] < 1e-5, rec["fused_vs_cupyx_max_rel"]
     assert 0.5 < rec["footprint_frac"] < 1.0  # rotated 17 degrees: corners fall outside
     assert rec["n_match"] >= 20
     assert "|" in gb.table_row(rec) and "skipped" not in gb.table_row(rec)
 
 
 def test_whole_run_records_the_device(gb, standin, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(gb, "_fused_stage", fake_fused)
     rt = strict_cupy.cuda.runtime
     props = rt.getDeviceProperties
 
