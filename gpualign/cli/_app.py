@@ -29,6 +29,16 @@ app = typer.Typer(
 )
 log = logging.getLogger("gpualign")
 
+# Help panels: each option of a command is listed under one of these titles.
+INPUT = "Input"
+DETECTION = "Detection"
+MATCHING = "Matching"
+FIT = "Fit"
+RESAMPLING = "Resampling"
+OUTPUT = "Output"
+BATCH = "Batch"
+BACKEND = "Backend"
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
@@ -85,123 +95,209 @@ def main_callback(
 
 
 Verbose = Annotated[
-    int, typer.Option("-v", "--verbose", count=True, help="-v: fit stats, -vv: debug")
+    int, typer.Option("-v", "--verbose", count=True, help="-v: fit stats, -vv: debug",
+                      rich_help_panel=OUTPUT)
 ]
 # Options that gpualign align and gpualign apply share.
 SourceMask = Annotated[
-    Path | None, typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).")
+    Path | None,
+    typer.Option(help="Bad-pixel mask or bitmask FITS (written as MASK).", rich_help_panel=INPUT),
 ]
-MaskExt = Annotated[str | None, typer.Option(help="FITS extension of the mask.")]
+MaskExt = Annotated[
+    str | None, typer.Option(help="FITS extension of the mask.", rich_help_panel=INPUT)
+]
 SourceWeight = Annotated[
-    Path | None, typer.Option(help="Weight/variance map FITS (written as an extension).")
+    Path | None,
+    typer.Option(help="Weight/variance map FITS (written as an extension).",
+                 rich_help_panel=INPUT),
 ]
-WeightExt = Annotated[str | None, typer.Option(help="FITS extension of the weight.")]
+WeightExt = Annotated[
+    str | None, typer.Option(help="FITS extension of the weight.", rich_help_panel=INPUT)
+]
 ConserveFlux = Annotated[
-    bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).")
+    bool, typer.Option("--conserve-flux", help="Multiply by |det J| (keep fluxes).",
+                       rich_help_panel=RESAMPLING)
 ]
 PreserveFootprints = Annotated[
-    bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.")
+    bool, typer.Option("--preserve-footprints", help="Grow the canvas to hold both.",
+                       rich_help_panel=RESAMPLING)
 ]
 MaxMemory = Annotated[
     float | None,
     typer.Option(help="GiB the run may hold at its peak (default: the memory "
-                 "available; more runs on swap)."),
+                 "available; more runs on swap).", rich_help_panel=BACKEND),
 ]
-InterpOrder = Annotated[int, typer.Option(min=0, max=5, help="Spline order 0-5.")]
-Cval = Annotated[float, typer.Option(help="Value of pixels with no data.")]
+InterpOrder = Annotated[
+    int, typer.Option(min=0, max=5, help="Spline order 0-5.", rich_help_panel=RESAMPLING)
+]
+Cval = Annotated[
+    float, typer.Option(help="Value of pixels with no data.", rich_help_panel=RESAMPLING)
+]
+BackendName = Annotated[
+    str, typer.Option(help="auto, numpy or cupy.", rich_help_panel=BACKEND)
+]
+Threads = Annotated[
+    int | None, typer.Option(help="CPU threads for the warp.", rich_help_panel=BACKEND)
+]
+Overwrite = Annotated[
+    bool, typer.Option(help="Replace existing outputs.", rich_help_panel=OUTPUT)
+]
 
 
 @app.command()
 def align(
-    sources: Annotated[list[Path], typer.Argument(help="Source image(s) (FITS) to resample.")],
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Source image(s) (FITS) to resample."),
+    ],
     template: Annotated[
-        Path | None, typer.Option("-t", "--template", help="Template image (FITS).")
+        Path | None,
+        typer.Option("-t", "--template", help="Template image (FITS).", rich_help_panel=INPUT),
     ] = None,
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Output FITS (a directory for several sources).")
-    ] = Path("aligned.fits"),
+    source_ext: Annotated[
+        str | None, typer.Option(help="Source FITS extension.", rich_help_panel=INPUT)
+    ] = None,
+    template_ext: Annotated[
+        str | None, typer.Option(help="Template FITS extension.", rich_help_panel=INPUT)
+    ] = None,
     source_cat: Annotated[
-        Path | None, typer.Option(help="Source SExtractor ASCII catalogue (skip detection).")
+        Path | None,
+        typer.Option(help="Source SExtractor ASCII catalogue (skip detection).",
+                     rich_help_panel=INPUT),
     ] = None,
     template_cat: Annotated[
-        Path | None, typer.Option(help="Template SExtractor ASCII catalogue.")
+        Path | None,
+        typer.Option(help="Template SExtractor ASCII catalogue.", rich_help_panel=INPUT),
     ] = None,
-    flux_col: Annotated[
-        str | None, typer.Option(help="Flux column of the catalogues, e.g. FLUX_AUTO.")
-    ] = None,
-    source_ext: Annotated[str | None, typer.Option(help="Source FITS extension.")] = None,
-    template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
-    output_shape: Annotated[
-        tuple[int, int] | None, typer.Option(help="Output NY NX (default: the template's).")
-    ] = None,
-    sep_thresh: Annotated[float, typer.Option(help="Detection threshold (sigma).")] = 5.0,
-    min_fwhm: Annotated[float, typer.Option(help="Minimum FWHM of a star (px).")] = 1.0,
-    bad_flag_bits: Annotated[int, typer.Option(help="Drop detections with these flags.")] = 0,
-    min_sep: Annotated[
-        float | None, typer.Option(help="Crowding filter (px); default 2*max-match-dist.")
-    ] = None,
-    n_det: Annotated[
-        float | None, typer.Option(help="Brightest detections used: count, or fraction < 1.")
-    ] = None,
-    n_quad_det: Annotated[int, typer.Option(help="Stars per quad-building set.")] = 20,
-    min_quad_sep: Annotated[float, typer.Option(help="Minimum quad size (px).")] = 50.0,
-    max_quad_hash_dist: Annotated[float, typer.Option(help="Quad hash tolerance.")] = 0.01,
-    max_quad_cand: Annotated[int, typer.Option(help="Quad candidates verified at most.")] = 50,
-    patience_quad_cand: Annotated[
-        int, typer.Option(help="Stop after this many candidates without improvement.")
-    ] = 5,
-    quad_edge_buffer: Annotated[
-        float, typer.Option(help="No quad stars this close to edges (px).")
-    ] = 10.0,
-    sub_tile: Annotated[int, typer.Option(help="Sub-tile grid for quad stars.")] = 2,
-    max_match_dist: Annotated[float, typer.Option(help="Cross-match tolerance (px).")] = 5.0,
-    min_n_match: Annotated[int, typer.Option(help="Fewest matched stars accepted.")] = 6,
-    spline_order: Annotated[
-        int | None,
-        typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated."),
-    ] = None,
-    mirror: Annotated[
-        bool, typer.Option("--mirror/--no-mirror", help="Also try a mirror-image source.")
-    ] = True,
-    transform: Annotated[
-        str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
-                          "the stars need more).")
-    ] = "auto",
-    distortion: Annotated[
-        str, typer.Option(help="Distortion model: poly, tps or auto (by held-out error).")
-    ] = "poly",
-    interp_order: InterpOrder = 3,
-    cval: Cval = float("nan"),
-    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
-    max_memory: MaxMemory = None,
-    simple: Annotated[
-        bool, typer.Option("--simple", help="Affine only (spalipy's align-fits-simple).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[
-        bool, typer.Option(help="Skip sources whose output exists (resume a batch).")
-    ] = False,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Run the frames on this Dask scheduler (tcp://HOST:PORT).")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Run the frames on a local Dask cluster of N.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")] = False,
     source_mask: SourceMask = None,
     mask_ext: MaskExt = None,
     source_weight: SourceWeight = None,
     weight_ext: WeightExt = None,
     weight_type: Annotated[
-        str | None, typer.Option(help="variance (default), inverse_variance or stddev.")
+        str | None,
+        typer.Option(help="variance (default), inverse_variance or stddev.",
+                     rich_help_panel=INPUT),
     ] = None,
+    sep_thresh: Annotated[
+        float, typer.Option(help="Detection threshold (sigma).", rich_help_panel=DETECTION)
+    ] = 5.0,
+    min_fwhm: Annotated[
+        float, typer.Option(help="Minimum FWHM of a star (px).", rich_help_panel=DETECTION)
+    ] = 1.0,
+    bad_flag_bits: Annotated[
+        int, typer.Option(help="Drop detections with these flags.", rich_help_panel=DETECTION)
+    ] = 0,
+    min_sep: Annotated[
+        float | None,
+        typer.Option(help="Crowding filter (px); default 2*max-match-dist.",
+                     rich_help_panel=DETECTION),
+    ] = None,
+    n_det: Annotated[
+        float | None,
+        typer.Option(help="Brightest detections used: count, or fraction < 1.",
+                     rich_help_panel=DETECTION),
+    ] = None,
+    flux_col: Annotated[
+        str | None,
+        typer.Option(help="Flux column of the catalogues, e.g. FLUX_AUTO.",
+                     rich_help_panel=DETECTION),
+    ] = None,
+    n_quad_det: Annotated[
+        int, typer.Option(help="Stars per quad-building set.", rich_help_panel=MATCHING)
+    ] = 20,
+    min_quad_sep: Annotated[
+        float, typer.Option(help="Minimum quad size (px).", rich_help_panel=MATCHING)
+    ] = 50.0,
+    max_quad_hash_dist: Annotated[
+        float, typer.Option(help="Quad hash tolerance.", rich_help_panel=MATCHING)
+    ] = 0.01,
+    max_quad_cand: Annotated[
+        int, typer.Option(help="Quad candidates verified at most.", rich_help_panel=MATCHING)
+    ] = 50,
+    patience_quad_cand: Annotated[
+        int,
+        typer.Option(help="Stop after this many candidates without improvement.",
+                     rich_help_panel=MATCHING),
+    ] = 5,
+    quad_edge_buffer: Annotated[
+        float,
+        typer.Option(help="No quad stars this close to edges (px).", rich_help_panel=MATCHING),
+    ] = 10.0,
+    sub_tile: Annotated[
+        int, typer.Option(help="Sub-tile grid for quad stars.", rich_help_panel=MATCHING)
+    ] = 2,
+    max_match_dist: Annotated[
+        float, typer.Option(help="Cross-match tolerance (px).", rich_help_panel=MATCHING)
+    ] = 5.0,
+    min_n_match: Annotated[
+        int, typer.Option(help="Fewest matched stars accepted.", rich_help_panel=MATCHING)
+    ] = 6,
+    mirror: Annotated[
+        bool,
+        typer.Option("--mirror/--no-mirror", help="Also try a mirror-image source.",
+                     rich_help_panel=MATCHING),
+    ] = True,
+    spline_order: Annotated[
+        int | None,
+        typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated.",
+                     rich_help_panel=FIT),
+    ] = None,
+    transform: Annotated[
+        str, typer.Option(help="Linear model: similarity, affine or auto (simpler unless "
+                          "the stars need more).", rich_help_panel=FIT)
+    ] = "auto",
+    distortion: Annotated[
+        str, typer.Option(help="Distortion model: poly, tps or auto (by held-out error).",
+                          rich_help_panel=FIT)
+    ] = "poly",
+    simple: Annotated[
+        bool,
+        typer.Option("--simple", help="Affine only (spalipy's align-fits-simple).",
+                     rich_help_panel=FIT),
+    ] = False,
+    output_shape: Annotated[
+        tuple[int, int] | None,
+        typer.Option(help="Output NY NX (default: the template's).", rich_help_panel=RESAMPLING),
+    ] = None,
+    interp_order: InterpOrder = 3,
+    cval: Cval = float("nan"),
     conserve_flux: ConserveFlux = False,
     preserve_footprints: PreserveFootprints = False,
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Output FITS (a directory for several sources).",
+                     rich_help_panel=OUTPUT),
+    ] = Path("aligned.fits"),
+    overwrite: Overwrite = False,
     save_transform: Annotated[
-        Path | None, typer.Option(help="Save the found transform (JSON) for gpualign apply.")
+        Path | None,
+        typer.Option(help="Save the found transform (JSON) for gpualign apply.",
+                     rich_help_panel=OUTPUT),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("-q", "--quiet", help="No progress, no summary.", rich_help_panel=OUTPUT),
+    ] = False,
     verbose: Verbose = 0,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(help="Skip sources whose output exists (resume a batch).",
+                     rich_help_panel=BATCH),
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Run the frames on this Dask scheduler (tcp://HOST:PORT).",
+                     rich_help_panel=BATCH),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        # metavar: "<int range>" would widen the panel's type column past 80 columns.
+        typer.Option(min=1, metavar="<int>", help="Run the frames on a local Dask cluster of N.",
+                     rich_help_panel=BATCH),
+    ] = None,
+    backend: BackendName = "auto",
+    threads: Threads = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Align SOURCE(S) onto the pixel grid of the template."""
     _setup_logging(verbose)
@@ -240,35 +336,48 @@ def align(
 
 @app.command()
 def apply(
-    transform_file: Annotated[Path, typer.Argument(help="Transform file (JSON) to apply.")],
-    images: Annotated[list[Path], typer.Argument(help="Image(s) (FITS) to resample.")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Output FITS (a directory for several).")
-    ] = Path("applied.fits"),
-    ext: Annotated[str | None, typer.Option(help="FITS extension of the images.")] = None,
-    template: Annotated[
-        Path | None, typer.Option("-t", "--template", help="Template FITS (its header/WCS).")
+    transform_file: Annotated[
+        Path, typer.Argument(help="Transform file (JSON) to apply.")
+    ],
+    images: Annotated[
+        list[Path], typer.Argument(help="Image(s) (FITS) to resample.")
+    ],
+    ext: Annotated[
+        str | None, typer.Option(help="FITS extension of the images.", rich_help_panel=INPUT)
     ] = None,
-    template_ext: Annotated[str | None, typer.Option(help="Template FITS extension.")] = None,
+    template: Annotated[
+        Path | None,
+        typer.Option("-t", "--template", help="Template FITS (its header/WCS).",
+                     rich_help_panel=INPUT),
+    ] = None,
+    template_ext: Annotated[
+        str | None, typer.Option(help="Template FITS extension.", rich_help_panel=INPUT)
+    ] = None,
     source_mask: SourceMask = None,
     mask_ext: MaskExt = None,
     source_weight: SourceWeight = None,
     weight_ext: WeightExt = None,
     weight_type: Annotated[
-        str, typer.Option(help="variance, inverse_variance or stddev.")
+        str, typer.Option(help="variance, inverse_variance or stddev.", rich_help_panel=INPUT)
     ] = "variance",
     output_shape: Annotated[
-        tuple[int, int] | None, typer.Option(help="Output NY NX (default: from the file).")
+        tuple[int, int] | None,
+        typer.Option(help="Output NY NX (default: from the file).", rich_help_panel=RESAMPLING),
     ] = None,
     interp_order: InterpOrder = 3,
     cval: Cval = float("nan"),
     conserve_flux: ConserveFlux = False,
     preserve_footprints: PreserveFootprints = False,
-    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the warp.")] = None,
-    max_memory: MaxMemory = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Output FITS (a directory for several).",
+                     rich_help_panel=OUTPUT),
+    ] = Path("applied.fits"),
+    overwrite: Overwrite = False,
     verbose: Verbose = 0,
+    backend: BackendName = "auto",
+    threads: Threads = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Resample IMAGE(S) with a saved TRANSFORM_FILE (no detection)."""
     _setup_logging(verbose)
@@ -288,11 +397,13 @@ def apply(
 
 @app.command()
 def demo(
-    outdir: Annotated[Path, typer.Option(help="Where to write the demo FITS files.")] = Path(
-        "gpualign-demo"
-    ),
-    backend: Annotated[str, typer.Option(help="auto, numpy or cupy.")] = "auto",
+    outdir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the demo FITS files (default: a new temporary "
+                     "directory, named in the report).", rich_help_panel=OUTPUT),
+    ] = None,
     verbose: Verbose = 0,
+    backend: BackendName = "auto",
 ) -> None:
     """Distort a real JWST image with a known mapping, recover it, and report the error."""
     _setup_logging(verbose)
@@ -306,11 +417,13 @@ def demo(
 
 @app.command()
 def info() -> None:
-    """Show the backend that would be used, with versions and the device."""
-    from gpualign.backend import backend_report
+    """Show the backend and device that would be used, and the packages' versions."""
+    from gpualign.cli._info import run_info
 
-    for key, value in backend_report().items():
-        typer.echo(f"{key:>13}: {value}")
+    try:
+        run_info()
+    except Exception as exc:
+        raise fail(exc, 0) from None
 
 
 def _no_hugepage_advice() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ def demo_image_path() -> Path:
     return Path(str(resources.files("gpualign") / "data" / DEMO_IMAGE))
 
 
-def run_demo(outdir: Path, *, backend: str = "auto") -> dict[str, float]:
+def run_demo(outdir: Path | None = None, *, backend: str = "auto") -> dict[str, float]:
     """Run the demo and print its report.
 
     The JWST image is the template. The source is the same sky seen through a known
@@ -33,12 +34,21 @@ def run_demo(outdir: Path, *, backend: str = "auto") -> dict[str, float]:
     from the stars and galaxies alone; the report gives the error of the recovered
     mapping against the known one, in template pixels, on the 40 brightest sources.
 
+    Parameters
+    ----------
+    outdir : Path, optional
+        Where to write the FITS files (created if missing). None: a new directory
+        ``gpualign-demo-*`` in the system's temporary directory, made once the
+        registration has succeeded and named in the report.
+    backend : str
+        ``"auto"``, ``"numpy"`` or ``"cupy"``.
+
     Returns
     -------
     dict
         rms, max and median error (px), matches, degree, seconds.
     """
-    if outdir.exists() and not outdir.is_dir():
+    if outdir is not None and outdir.exists() and not outdir.is_dir():
         raise InputError(f"{outdir} exists and is not a directory",
                          hint="give --outdir a new or existing directory")
     with fits.open(demo_image_path()) as hdul:
@@ -58,7 +68,11 @@ def run_demo(outdir: Path, *, backend: str = "auto") -> dict[str, float]:
               & (sy > margin) & (sy < shape[0] - 1 - margin))
     bright = cat.xy[inside][:40]
     stats = error_stats(position_errors(result.transform, mapping, bright))
-    outdir.mkdir(parents=True, exist_ok=True)
+    temporary = outdir is None
+    if outdir is None:
+        outdir = Path(tempfile.mkdtemp(prefix="gpualign-demo-"))
+    else:
+        outdir.mkdir(parents=True, exist_ok=True)
     write_fits_atomic(outdir / "template.fits", [fits.PrimaryHDU(template, header)], overwrite=True)
     write_fits_atomic(outdir / "source_distorted.fits", [fits.PrimaryHDU(source)], overwrite=True)
     write_fits_atomic(outdir / "aligned.fits", [fits.PrimaryHDU(result.data, header)],
@@ -74,4 +88,6 @@ def run_demo(outdir: Path, *, backend: str = "auto") -> dict[str, float]:
                f"on the {len(bright)} brightest sources")
     typer.echo(f"  time          : {seconds:.2f} s (detect, match, fit, warp)")
     typer.echo(f"  files         : {outdir}/template.fits, source_distorted.fits, aligned.fits")
+    if temporary:
+        typer.echo("                  (a new temporary directory; --outdir DIR writes elsewhere)")
     return {**stats, "n_match": sol.stats["n_match"], "degree": sol.degree, "seconds": seconds}

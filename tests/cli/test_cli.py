@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,6 +337,30 @@ def test_demo(tmp_path):
     for name in ("template.fits", "source_distorted.fits", "aligned.fits"):
         assert (tmp_path / "demo" / name).is_file()
     assert fits.getdata(tmp_path / "demo" / "aligned.fits").shape == (900, 900)
+    assert "temporary directory" not in res.stdout
+
+
+def test_demo_writes_to_a_new_temporary_directory_by_default(tmp_path, monkeypatch):
+    """Without --outdir nothing lands in the current directory: a fresh
+    ``gpualign-demo-*`` directory in the system's temporary directory, named in the report."""
+    import tempfile
+
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    res = run("demo", "--backend", "numpy")
+    m = re.search(r"files *: (.+)/template\.fits, source_distorted\.fits, aligned\.fits",
+                  res.stdout)
+    assert m, res.stdout
+    outdir = Path(m.group(1))
+    assert outdir.parent == tmp and outdir.name.startswith("gpualign-demo-"), outdir
+    assert "temporary directory" in res.stdout
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "aligned.fits", "source_distorted.fits", "template.fits"]
+    assert list(cwd.iterdir()) == []
+    assert len(list(tmp.iterdir())) == 1
 
 
 class _Boom(OSError):
