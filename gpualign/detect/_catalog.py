@@ -75,7 +75,8 @@ def _sigma_from_snr(fwhm: np.ndarray, snr: np.ndarray) -> np.ndarray:
     """
     sig_psf = np.where(np.isfinite(fwhm) & (fwhm > 0), fwhm, 2.5) / 2.3548
     snr = np.where(np.isfinite(snr) & (snr > 0), snr, 5.0)
-    return np.hypot(sig_psf * np.sqrt(2.0) / snr, 0.005)
+    with np.errstate(over="ignore"):  # a subnormal SNR: an infinite sigma (no weight)
+        return np.hypot(sig_psf * np.sqrt(2.0) / snr, 0.005)
 
 
 def _snr_from_flux(flux: np.ndarray) -> np.ndarray:
@@ -91,15 +92,38 @@ def _snr_from_flux(flux: np.ndarray) -> np.ndarray:
     if not np.isfinite(f).any():
         return np.full_like(flux, 20.0)
     ref = float(np.nanpercentile(f, 5))
-    return np.where(np.isfinite(f), 5.0 * f / ref, 5.0)
+    with np.errstate(over="ignore"):
+        return np.where(np.isfinite(f), 5.0 * f / ref, 5.0)
 
 
 def _column(table: Any, names: tuple[str, ...]) -> np.ndarray | None:
+    """The first of ``names`` (any case) as float64, missing values NaN; None if absent."""
     lower = {c.lower(): c for c in table.colnames}
     for name in names:
         if name.lower() in lower:
-            return np.asarray(table[lower[name.lower()]], dtype=np.float64)
+            col = lower[name.lower()]
+            try:
+                values = np.asarray(np.ma.filled(np.ma.asarray(table[col], dtype=np.float64),
+                                                 np.nan))
+            except (TypeError, ValueError):
+                raise InputError(f"catalogue column {col} holds values that are not numbers",
+                                 hint="check the catalogue's rows and its column header"
+                                 ) from None
+            if values.ndim != 1:
+                raise InputError(f"catalogue column {col} has {values.ndim} dimensions, not 1",
+                                 hint="give one value per row")
+            return values
     return None
+
+
+def _flags(values: np.ndarray) -> np.ndarray:
+    """Integer flags from a float column (InputError unless every value is an integer)."""
+    ok = np.isfinite(values)
+    ok[ok] = (values[ok] == np.round(values[ok])) & (np.abs(values[ok]) < 2.0**63)
+    if not ok.all():
+        raise InputError(f"catalogue flags must be integers, found {float(values[~ok][0]):g}",
+                         hint="check the flags column (SExtractor FLAGS)")
+    return values.astype(np.int64)
 
 
 def catalog_from_table(
@@ -154,7 +178,7 @@ def catalog_from_table(
     fwhm = _column(table, ("fwhm", "FWHM_IMAGE"))
     fwhm = np.full_like(x, np.nan) if fwhm is None else fwhm
     flag = _column(table, ("flag", "flags", "FLAGS"))
-    flag = np.zeros(x.shape, np.int64) if flag is None else flag.astype(np.int64)
+    flag = np.zeros(x.shape, np.int64) if flag is None else _flags(flag)
     snr = _column(table, ("snr",))
     if snr is None:
         # The error of the chosen flux first (FLUX_APER -> FLUXERR_APER, flux -> fluxerr).
@@ -162,7 +186,11 @@ def catalog_from_table(
         if flux_col is not None and flux_col.upper().startswith("FLUX"):
             names = (flux_col[:4] + "ERR" + flux_col[4:], flux_col + "_err") + names
         err = _column(table, names)
-        snr = flux / err if err is not None else _snr_from_flux(flux)
+        if err is None:
+            snr = _snr_from_flux(flux)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                snr = flux / err  # a zero or missing error: an unknown SNR (_sigma_from_snr)
     good = np.isfinite(x) & np.isfinite(y)
     cat = Catalog(x, y, flux, fwhm, flag, _sigma_from_snr(fwhm, snr), shape)
     return cat.take(good).sorted_by_flux()

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from gpualign._errors import InputError
+from gpualign._system import available_memory
 
 __all__ = ["load_image", "load_mask", "load_weight", "pick_hdu", "read_header", "image_shape",
            "ImageInput"]
 
 ImageInput = Any  # ndarray, masked array, NDData, str/Path of a FITS file
+
+
+#: Warnings astropy gives on files it reads correctly: a short file (which
+#: _check_declared_size reports, in one line), padding, BLANK on float pixels.
+_HARMLESS_WARNINGS = ("File may have been truncated", "Unexpected extra padding at the end",
+                      "Header block contains null bytes", "Invalid 'BLANK' keyword")
+
+
+@contextlib.contextmanager
+def _open_fits(path: str | os.PathLike, **kwargs: Any) -> Iterator[fits.HDUList]:
+    """``fits.open(path, **kwargs)``, its warnings about a damaged file raised as errors.
+
+    Astropy warns and carries on where a file is damaged (an unparsable card, bytes
+    after END, an HDU it treats as corrupted, invalid values in decoded pixels); here
+    those warnings are errors, which the readers turn into one InputError. The file
+    is held here, so it is closed whatever is raised while astropy reads it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AstropyUserWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        for message in _HARMLESS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        with open(path, "rb") as f, fits.open(f, **kwargs) as hdul:
+            yield hdul
 
 
 def pick_hdu(hdul: fits.HDUList, ext: int | str | None, path: str, what: str = "image") -> Any:
@@ -68,7 +97,7 @@ def read_header(path: str | os.PathLike, ext: int | str | None = None,
     if not Path(path).is_file():
         raise InputError(f"{what} file not found: {path}")
     try:
-        with fits.open(path) as hdul:
+        with _open_fits(path) as hdul:
             return pick_hdu(hdul, ext, str(path), what).header.copy()
     except InputError:
         raise
@@ -88,11 +117,13 @@ def _first_image(path: str, ext: int | str | None, what: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise InputError(f"{what} file not found: {path}")
     try:
-        with fits.open(path) as hdul:
-            return np.array(pick_hdu(hdul, ext, path, what).data)
+        with _open_fits(path) as hdul:
+            hdu = pick_hdu(hdul, ext, path, what)
+            _check_declared_size(path, hdu)
+            return np.array(hdu.data)
     except InputError:
         raise
-    except (OSError, KeyError, IndexError, ValueError) as exc:
+    except Exception as exc:
         raise InputError(f"cannot read a 2-D image from {what} file {path} "
                          f"({exc})".splitlines()[0]) from None
 
@@ -126,7 +157,8 @@ def load_weight(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) 
         w = np.asarray(obj)
     if w.dtype.kind not in "fiub":
         raise InputError(f"the weight map has unsupported dtype {w.dtype}")
-    w = w.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # a signalling NaN (a damaged pixel) becomes a NaN
+        w = w.astype(np.float64)
     if w.shape != tuple(shape):
         raise InputError(f"the weight map's shape {w.shape} differs from the image's "
                          f"{tuple(shape)}")
@@ -175,11 +207,7 @@ def _read_fits(path: str, ext: int | str | None) -> tuple[np.ndarray, fits.Heade
     # (BZERO/BSCALE) cannot be memory-mapped, so those are read whole.
     for memmap in (True, False):
         try:
-            with warnings.catch_warnings():
-                # A short file: _check_declared_size says so, in one line.
-                warnings.filterwarnings("ignore", message="File may have been truncated")
-                hdul = fits.open(path, memmap=memmap, lazy_load_hdus=True)
-            with hdul:
+            with _open_fits(path, memmap=memmap, lazy_load_hdus=True) as hdul:
                 hdu = pick_hdu(hdul, ext, path)
                 header = hdu.header.copy()
                 _check_declared_size(path, hdu)
@@ -207,9 +235,10 @@ def _check_declared_size(path: str, hdu: Any) -> None:
 
     Checked before anything is allocated: a 5 kB file whose header claims
     200000 x 200000 pixels must not make the reader ask for 149 GiB. Compressed HDUs
-    are checked by astropy against their own tables.
+    are checked against their own tables (:func:`_check_compressed`).
     """
     if isinstance(hdu, fits.CompImageHDU):
+        _check_compressed(path, hdu)
         return
     hdr = hdu.header
     bitpix = abs(int(hdr.get("BITPIX", 8)))
@@ -221,6 +250,71 @@ def _check_declared_size(path: str, hdu: Any) -> None:
         raise InputError(f"{path}: the header declares {dims} pixels ({_gib(need)}) but the "
                          f"file holds {_gib(max(have, 0))} after it",
                          hint="the file is truncated or its header is wrong")
+
+
+#: Tile compressions astropy decodes, and the values its C decoders take for RICE_1
+#: (other values crash them: a BYTEPIX of 1000000 is a segmentation fault).
+_COMPRESSIONS = ("RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "PLIO_1", "HCOMPRESS_1", "NOCOMPRESS")
+_RICE_SETTINGS = {"BLOCKSIZE": (32, (16, 32)), "BYTEPIX": (4, (1, 2, 4, 8))}
+
+
+def _check_compressed(path: str, hdu: Any) -> None:
+    """InputError unless a tile-compressed HDU is consistent with its own table.
+
+    Read from the table's own header, before any tile is decoded: the compression
+    and its settings must be ones the decoders take, the table must fit in the file
+    and hold one row per tile of the declared image (a ZNAXISn claiming far more
+    pixels than the table holds is refused here, not allocated), and the image must
+    fit in memory (tiles compress without bound: a constant one to a few bytes).
+    """
+    with open(path, "rb") as f:
+        f.seek(int(hdu.fileinfo()["hdrLoc"]))
+        table = fits.Header.fromfile(f)
+    bad = f"{path}: the compressed image's header is inconsistent"
+    hint = "the file is damaged, or was not written by a FITS tile compressor"
+
+    def integer(key: str, default: int | None = None) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{bad} ({key} = {value!r} is not an integer)", hint=hint)
+        return value
+
+    ctype, zbitpix = table.get("ZCMPTYPE"), integer("ZBITPIX")
+    if ctype not in _COMPRESSIONS:
+        raise InputError(f"{bad} (unknown ZCMPTYPE {ctype!r})", hint=hint)
+    if zbitpix not in (8, 16, 32, 64, -32, -64):
+        raise InputError(f"{bad} (ZBITPIX = {zbitpix})", hint=hint)
+    if ctype in ("RICE_1", "RICE_ONE"):
+        names = {str(table.get(f"ZNAME{i}", "")).upper(): f"ZVAL{i}"
+                 for i in range(1, 1000) if f"ZNAME{i}" in table}
+        for name, (default, allowed) in _RICE_SETTINGS.items():
+            value = integer(names[name], default) if name in names else default
+            if value not in allowed:
+                raise InputError(f"{bad} (RICE_1 {name} = {value}, not one of {allowed})",
+                                 hint=hint)
+    naxis = integer("ZNAXIS")
+    dims = [integer(f"ZNAXIS{i}") for i in range(1, naxis + 1)]
+    tiles = [integer(f"ZTILE{i}", dims[0] if i == 1 else 1) for i in range(1, naxis + 1)]
+    if not dims or min(dims + tiles) < 1:
+        raise InputError(f"{bad} (ZNAXISn {dims}, ZTILEn {tiles})", hint=hint)
+    size = "x".join(str(n) for n in dims)
+    n_tiles = math.prod(-(-n // t) for n, t in zip(dims, tiles, strict=True))
+    rows, width, heap = integer("NAXIS2"), integer("NAXIS1"), integer("PCOUNT", 0)
+    if n_tiles != rows:
+        raise InputError(f"{path}: the compressed header declares {size} pixels in {n_tiles} "
+                         f"tiles but its table holds {rows}",
+                         hint="the file is truncated or its header is wrong")
+    need = rows * width + heap
+    have = os.path.getsize(path) - int(hdu.fileinfo()["datLoc"])
+    if min(rows, width, heap) < 0 or need > have:
+        raise InputError(f"{path}: the compressed image's table declares {_gib(need)} but the "
+                         f"file holds {_gib(max(have, 0))} after its header",
+                         hint="the file is truncated or its header is wrong")
+    nbytes, free = math.prod(dims) * abs(zbitpix) // 8, available_memory()
+    if nbytes > free:
+        raise InputError(f"{path}: the compressed image declares {size} pixels "
+                         f"({_gib(nbytes)}), more than the {_gib(free)} of memory available",
+                         hint="the header is wrong, or the image needs more memory")
 
 
 def _has_finite(data: np.ndarray) -> bool:

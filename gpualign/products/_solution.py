@@ -17,6 +17,7 @@ import numpy as np
 
 from gpualign._errors import InputError
 from gpualign.transform import Transform
+from gpualign.transform._polynomial import MAX_FILE_DEGREE
 from gpualign.transform._serialise import (
     FORMAT,
     VERSION,
@@ -62,6 +63,10 @@ class Solution:
         Distortion model (``"poly"``, ``"tps"``; see :mod:`gpualign.transform`).
     distortion_scores : dict
         Held-out RMS per distortion model tried (``distortion="auto"``).
+    thresholds : tuple of (float or None), optional
+        Detection thresholds (sigma) of the source's and the template's catalogues
+        (deeper than asked where automatic depth went deeper; None for a catalogue
+        given by the user); None when neither was detected here.
     """
 
     transform: Transform
@@ -79,6 +84,7 @@ class Solution:
     model_scores: dict[str, float] = field(default_factory=dict)
     distortion: str = "poly"
     distortion_scores: dict[str, float] = field(default_factory=dict)
+    thresholds: tuple[float | None, float | None] | None = None
 
     def save(self, path: Any) -> None:
         """Write this solution to a JSON file (exact round trip, see :meth:`load`)."""
@@ -102,15 +108,59 @@ def fit_statistics(inverse: Transform, template_xy: np.ndarray, source_xy: np.nd
     return stats
 
 
-def _transform_from(d: dict[str, Any], key: str = "transform") -> Transform:
+def _short(v: Any) -> str:
+    """``repr(v)``, cut to a length a one-line message can hold."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _transform_from(d: Any, key: str = "transform") -> Transform:
+    if not isinstance(d, dict):
+        raise ValueError(f"{key} must be an object, got {_short(d)}")
     try:
         return Transform.from_dict({k: decode_numbers(v) for k, v in d.items()})
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
 
 
-def _shape(v: Any) -> tuple[int, int] | None:
-    return None if v is None else (int(v[0]), int(v[1]))
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _shape(v: Any, key: str) -> tuple[int, int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2 or not all(_integer(n) and n > 0 for n in v):
+        raise ValueError(f"{key} must be two positive integers (ny, nx), got {_short(v)}")
+    return v[0], v[1]
+
+
+def _field(d: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``d[key]`` (``default`` if absent); ValueError unless it is a ``kind``."""
+    v = d.get(key, default)
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise ValueError(f"{key} must be {kind.__name__}, got {_short(v)}")
+    return v
+
+
+def _thresholds(v: Any) -> tuple[float | None, float | None] | None:
+    """The detection thresholds of a file (absent in files of earlier versions)."""
+    def sigma(t: Any) -> float | None:
+        if t is None:
+            return None
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1e300:
+            return float(t)
+        raise ValueError
+
+    if v is None:
+        return None
+    try:
+        if not isinstance(v, list) or len(v) != 2:
+            raise ValueError
+        return sigma(v[0]), sigma(v[1])
+    except ValueError:
+        raise ValueError(f"thresholds must be two positive numbers or nulls (source, "
+                         f"template), got {_short(v)}") from None
 
 
 def solution_to_dict(solution: Any) -> dict[str, Any]:
@@ -134,6 +184,8 @@ def solution_to_dict(solution: Any) -> dict[str, Any]:
         **({"distortion": solution.distortion,
             "distortion_scores": encode(solution.distortion_scores)}
            if solution.distortion != "poly" else {}),
+        **({"thresholds": [None if v is None else float(v) for v in solution.thresholds]}
+           if getattr(solution, "thresholds", None) is not None else {}),
         "stats": encode(solution.stats),
         "cv_scores": encode({str(k): v for k, v in solution.cv_scores.items()}),
         "template_xy": encode(np.asarray(solution.template_xy, dtype=np.float64)),
@@ -153,23 +205,31 @@ def solution_from_dict(d: dict[str, Any]) -> Any:
         inv = Transform.from_matrix(np.linalg.inv(full))
     pairs = [np.array(decode_numbers(d.get(k, [])), dtype=np.float64).reshape(-1, 2)
              for k in ("template_xy", "source_xy")]
+    if len(pairs[0]) != len(pairs[1]):
+        raise ValueError(f"template_xy holds {len(pairs[0])} points but source_xy "
+                         f"{len(pairs[1])}")
+    degree = _field(d, "degree", int, t.degree)
+    if not 0 <= degree <= MAX_FILE_DEGREE:
+        raise ValueError(f"degree must be from 0 to {MAX_FILE_DEGREE}, got {degree}")
+    scores = {key: {k: decode_numbers(v) for k, v in _field(d, key, dict, {}).items()}
+              for key in ("stats", "cv_scores", "timings", "model_scores", "distortion_scores")}
     return Solution(
         transform=t,
         inverse=inv,
         template_xy=pairs[0],
         source_xy=pairs[1],
-        stats={k: decode_numbers(v) for k, v in d.get("stats", {}).items()},
-        degree=int(d.get("degree", t.degree)),
-        mirrored=bool(d.get("mirrored", np.linalg.det(t.matrix[:, :2]) < 0)),
-        cv_scores={int(k): decode_numbers(v) for k, v in d.get("cv_scores", {}).items()},
-        source_shape=_shape(d.get("source_shape")),
-        template_shape=_shape(d.get("template_shape")),
-        timings={k: decode_numbers(v) for k, v in d.get("timings", {}).items()},
-        model=str(d.get("model", "affine")),
-        model_scores={k: decode_numbers(v) for k, v in d.get("model_scores", {}).items()},
-        distortion=str(d.get("distortion", t.distortion.name)),
-        distortion_scores={k: decode_numbers(v)
-                           for k, v in d.get("distortion_scores", {}).items()},
+        stats=scores["stats"],
+        degree=degree,
+        mirrored=_field(d, "mirrored", bool, bool(np.linalg.det(t.matrix[:, :2]) < 0)),
+        cv_scores={int(k): v for k, v in scores["cv_scores"].items()},
+        source_shape=_shape(d.get("source_shape"), "source_shape"),
+        template_shape=_shape(d.get("template_shape"), "template_shape"),
+        timings=scores["timings"],
+        model=_field(d, "model", str, "affine"),
+        model_scores=scores["model_scores"],
+        distortion=_field(d, "distortion", str, t.distortion.name),
+        distortion_scores=scores["distortion_scores"],
+        thresholds=_thresholds(d.get("thresholds")),
     )
 
 

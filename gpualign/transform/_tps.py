@@ -480,14 +480,33 @@ class ThinPlateSplineDistortion(DistortionModel):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ThinPlateSplineDistortion:
-        """Inverse of :meth:`to_dict`."""
-        return cls(np.array(d["centres"], dtype=np.float64),
-                   np.array(d["coeffs"], dtype=np.float64),
-                   np.array(d["poly_shift"], dtype=np.float64),
-                   np.array(d["poly_scale"], dtype=np.float64),
-                   tuple(float(v) for v in d["norm"]),
-                   np.array(d["hull"], dtype=np.float64), float(d["spacing"]),
-                   np.array(d["smoothing"], dtype=np.float64))
+        """Inverse of :meth:`to_dict`; ValueError naming the first unusable field."""
+        def field(name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+            try:
+                a = np.array(d[name], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"distortion {name} must be numbers") from None
+            if a.ndim != len(shape) or any(n is not None and n != m
+                                           for n, m in zip(shape, a.shape, strict=True)):
+                want = "x".join("N" if n is None else str(n) for n in shape)
+                raise ValueError(f"distortion {name} must be {want}, got shape {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"distortion {name} must be finite")
+            return a
+
+        centres = field("centres", (None, 2))
+        if len(centres) < 1:
+            raise ValueError("distortion centres must hold at least one point")
+        coeffs = field("coeffs", (len(centres) + 3, 2))
+        norm = field("norm", (3,))
+        if norm[2] <= 0:
+            raise ValueError("distortion norm's length must be positive")
+        spacing = field("spacing", ())
+        if spacing <= 0:
+            raise ValueError("distortion spacing must be positive")
+        return cls(centres, coeffs, field("poly_shift", (2,)), field("poly_scale", (2,)),
+                   tuple(float(v) for v in norm), field("hull", (None, 2)), float(spacing),
+                   field("smoothing", (len(centres),)))
 
     @classmethod
     def fit_transform(cls, tmpl_xy: np.ndarray, src_xy: np.ndarray, weights: np.ndarray, *,
