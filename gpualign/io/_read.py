@@ -136,14 +136,17 @@ def load_mask(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) ->
         m = np.asarray(obj)
     if m.dtype.kind == "f":
         if not np.all(np.isfinite(m)) or np.any(m != np.round(m)) or np.any(m < 0):
-            raise InputError("the mask must hold integers or booleans")
+            raise InputError("the mask must hold integers or booleans",
+                             hint="True (or a set bit) marks a bad pixel")
         m = m.astype(np.int64)
     if m.dtype.kind not in "biu":
-        raise InputError(f"the mask has unsupported dtype {m.dtype}")
+        raise InputError(f"the mask has unsupported dtype {m.dtype}",
+                         hint="give booleans or an integer bitmask")
     if m.dtype.byteorder not in ("=", "|"):
         m = m.astype(m.dtype.newbyteorder("="))
     if m.shape != tuple(shape):
-        raise InputError(f"the mask's shape {m.shape} differs from the image's {tuple(shape)}")
+        raise InputError(f"the mask's shape {m.shape} differs from the image's {tuple(shape)}",
+                         hint="give a mask of the source's shape")
     return m
 
 
@@ -156,12 +159,13 @@ def load_weight(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) 
     else:
         w = np.asarray(obj)
     if w.dtype.kind not in "fiub":
-        raise InputError(f"the weight map has unsupported dtype {w.dtype}")
+        raise InputError(f"the weight map has unsupported dtype {w.dtype}",
+                         hint="give real numbers: a variance, inverse variance or stddev")
     with np.errstate(invalid="ignore"):  # a signalling NaN (a damaged pixel) becomes a NaN
         w = w.astype(np.float64)
     if w.shape != tuple(shape):
         raise InputError(f"the weight map's shape {w.shape} differs from the image's "
-                         f"{tuple(shape)}")
+                         f"{tuple(shape)}", hint="give a weight map of the source's shape")
     return w
 
 
@@ -358,7 +362,8 @@ def load_image(
     if isinstance(obj, (str, os.PathLike)):
         path = str(obj)
         if not Path(path).is_file():
-            raise InputError(f"{name} file not found: {path}")
+            what = "is a directory" if Path(path).is_dir() else "file not found"
+            raise InputError(f"{name} {what}: {path}", hint="give the path of a FITS image")
         data, header = _read_fits(path, ext)
     elif not isinstance(obj, np.ndarray) and hasattr(obj, "unit") and hasattr(obj, "data"):
         data = np.asarray(obj.data)
@@ -374,12 +379,20 @@ def load_image(
             data = np.asarray(obj.data)
         else:
             data = np.asarray(obj)
+    accepted = "a 2-D array, masked array, NDData/CCDData or FITS path"
+    if data.ndim == 0:
+        raise InputError(f"{name} must be an image, got {type(obj).__name__}",
+                         hint=f"pass {accepted}")
     if data.ndim != 2:
-        raise InputError(f"{name} must be 2-D, got shape {data.shape}")
+        raise InputError(f"{name} must be 2-D, got shape {data.shape}",
+                         hint="pass one plane of a cube (e.g. cube[0]), or pick the FITS "
+                         "extension that holds the image")
     if data.dtype.kind not in "fiub":
-        raise InputError(f"{name} has unsupported dtype {data.dtype}")
+        raise InputError(f"{name} has unsupported dtype {data.dtype}",
+                         hint="pixels must be real numbers (integer or float)")
     if min(data.shape) < 8:
-        raise InputError(f"{name} is too small ({data.shape[1]}x{data.shape[0]} pixels)")
+        raise InputError(f"{name} is too small ({data.shape[1]}x{data.shape[0]} pixels)",
+                         hint="registration needs an image of at least 8x8 pixels with stars")
     if data.dtype.kind == "f" and not _has_finite(data):
         raise InputError(f"{name} has no finite pixels (all NaN or inf)",
                          hint="check the file, or the extension read (--source-ext/--template-ext)")
