@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
+
 import gpualign
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (the package supports 3.10)
 
 ROOT = Path(__file__).resolve().parents[2]
 
