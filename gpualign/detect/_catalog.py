@@ -10,7 +10,13 @@ import numpy as np
 
 from gpualign._errors import InputError
 
-__all__ = ["Catalog", "catalog_from_table", "read_sextractor", "as_catalog"]
+__all__ = ["Catalog", "catalog_from_table", "read_sextractor", "read_fits_ldac", "as_catalog",
+           "ACCEPTED_CATALOGS"]
+
+#: What :func:`as_catalog` accepts, for messages.
+ACCEPTED_CATALOGS = ("an astropy Table, an (N, 2) x, y or (N, 3) x, y, flux array (0-based), "
+                     "a SExtractor ASCII_HEAD file, a FITS_LDAC file (path or HDUList) "
+                     "or a Catalog")
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ def catalog_from_table(
         Sorted brightest first.
     """
     if not hasattr(table, "colnames"):
-        raise InputError(f"not a table: {type(table).__name__}", hint="pass an astropy Table")
+        raise InputError(f"a catalogue cannot be a {type(table).__name__}",
+                         hint=f"pass {ACCEPTED_CATALOGS}")
     x = _column(table, ("x", "xcentroid", "XWIN_IMAGE", "X_IMAGE"))
     y = _column(table, ("y", "ycentroid", "YWIN_IMAGE", "Y_IMAGE"))
     if x is None or y is None:
@@ -196,10 +203,100 @@ def catalog_from_table(
     return cat.take(good).sorted_by_flux()
 
 
+#: The first bytes of every FITS file.
+_FITS_SIGNATURE = b"SIMPLE  ="
+
+
+def _is_fits(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_FITS_SIGNATURE)) == _FITS_SIGNATURE
+    except OSError:
+        return False
+
+
+def _flat_table(hdu: Any) -> Any:
+    """A binary table HDU as a Table, vector columns split as astropy's SExtractor reader.
+
+    ``FLUX_APER`` of 3 apertures becomes ``FLUX_APER``, ``FLUX_APER_1``,
+    ``FLUX_APER_2``: the names the same catalogue gets in ``ASCII_HEAD``.
+    """
+    from astropy.table import Table
+
+    table = Table()
+    for col in hdu.columns:
+        values = np.array(hdu.data[col.name])  # a copy, native or not: the file closes
+        if values.ndim == 1:
+            table[col.name] = values
+            continue
+        values = values.reshape(len(values), -1)
+        for k in range(values.shape[1]):
+            table[col.name if k == 0 else f"{col.name}_{k}"] = values[:, k]
+    return table
+
+
+def _ldac_catalog(hdul: Any, where: str, flux_col: str | None,
+                  shape: tuple[int, int] | None) -> Catalog:
+    """The Catalog of an open FITS_LDAC file's one ``LDAC_OBJECTS`` table (1-based)."""
+    tables = [h for h in hdul if h.name == "LDAC_OBJECTS"]
+    if not tables:
+        names = ", ".join(h.name for h in hdul)
+        raise InputError(f"{where} is FITS but holds no LDAC_OBJECTS table (it has {names})",
+                         hint="give a FITS_LDAC catalogue (SExtractor CATALOG_TYPE FITS_LDAC) "
+                         "or a SExtractor ASCII_HEAD one")
+    if len(tables) > 1:
+        raise InputError(f"{where} holds {len(tables)} LDAC_OBJECTS tables (one per chip)",
+                         hint="give the catalogue of one image (split the file per chip)")
+    try:
+        table = _flat_table(tables[0])
+    except Exception as exc:
+        raise InputError(f"cannot read the LDAC_OBJECTS table of {where} ({exc})"
+                         .splitlines()[0]) from None
+    return catalog_from_table(table, flux_col=flux_col, one_based=True, shape=shape)
+
+
+def read_fits_ldac(
+    path: str | Path, *, flux_col: str | None = None, shape: tuple[int, int] | None = None
+) -> Catalog:
+    """Read a FITS_LDAC catalogue (SExtractor's ``FITS_LDAC``, SCAMP's native format).
+
+    Parameters
+    ----------
+    path : str or Path
+        The catalogue file: an ``LDAC_OBJECTS`` binary table with ``XWIN_IMAGE`` /
+        ``YWIN_IMAGE`` (or ``X_IMAGE`` / ``Y_IMAGE``), ``FLUX_*``, ``FWHM_IMAGE``,
+        ``FLAGS``.
+    flux_col : str, optional
+        Which ``FLUX_*`` column to rank stars by (default: ``FLUX_AUTO`` if present).
+    shape : tuple of int, optional
+        Image shape ``(ny, nx)``.
+
+    Returns
+    -------
+    Catalog
+        0-based positions (the file's are 1-based), brightest first.
+    """
+    from astropy.io import fits
+
+    if not Path(path).is_file():
+        raise InputError(f"catalogue not found: {path}")
+    try:
+        with fits.open(str(path), memmap=False) as hdul:
+            return _ldac_catalog(hdul, str(path), flux_col, shape)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as a FITS_LDAC catalogue ({exc})"
+                         .splitlines()[0]) from None
+
+
 def read_sextractor(
     path: str | Path, *, flux_col: str | None = None, shape: tuple[int, int] | None = None
 ) -> Catalog:
-    """Read a SExtractor ASCII (``ASCII_HEAD``) catalogue.
+    """Read a SExtractor catalogue: ``ASCII_HEAD``, or ``FITS_LDAC`` (told by its content).
+
+    A file that starts as FITS is read by :func:`read_fits_ldac`, so the options
+    that take a SExtractor catalogue take SCAMP's FITS_LDAC files as well.
 
     Parameters
     ----------
@@ -217,6 +314,8 @@ def read_sextractor(
     """
     from astropy.io import ascii
 
+    if _is_fits(path):
+        return read_fits_ldac(path, flux_col=flux_col, shape=shape)
     try:
         table = ascii.read(str(path), format="sextractor")
     except FileNotFoundError:
@@ -229,10 +328,54 @@ def read_sextractor(
     return catalog_from_table(table, flux_col=flux_col, one_based=True, shape=shape)
 
 
+def _array_catalog(obj: Any, flux_col: str | None) -> Catalog:
+    """A Catalog of an ``(N, 2)`` x, y or ``(N, 3)`` x, y, flux array (0-based)."""
+    from astropy.table import Table
+
+    try:
+        arr = np.asarray(obj)
+    except Exception:
+        arr = np.empty(())
+    if arr.dtype.names:  # a structured array: named columns, as a Table
+        return catalog_from_table(Table(arr), flux_col=flux_col)
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or arr.dtype.kind not in "fiu":
+        got = f"shape {arr.shape}, dtype {arr.dtype}" if arr.ndim else type(obj).__name__
+        raise InputError(f"a catalogue array must be (N, 2) x, y or (N, 3) x, y, flux of "
+                         f"numbers, got {got}", hint=f"pass {ACCEPTED_CATALOGS}")
+    table = Table(np.array(arr, dtype=np.float64), names=("x", "y", "flux")[:arr.shape[1]])
+    return catalog_from_table(table)
+
+
 def as_catalog(obj: Any, *, flux_col: str | None = None) -> Catalog:
-    """Turn a user-given catalogue (Catalog, Table or SExtractor file path) into a Catalog."""
+    """Turn a user-given catalogue into a :class:`Catalog`.
+
+    Parameters
+    ----------
+    obj : Catalog, Table, ndarray, str, Path or HDUList
+        An astropy Table (0-based x, y; flux, fwhm, flag used when present); an
+        ``(N, 2)`` x, y or ``(N, 3)`` x, y, flux array (0-based; without fluxes the
+        rows' order ranks the stars, brightest first); a SExtractor ``ASCII_HEAD`` or
+        ``FITS_LDAC`` file (1-based, told apart by content); an open FITS_LDAC
+        ``HDUList``; a Catalog.
+    flux_col : str, optional
+        Flux column of a table or file.
+
+    Returns
+    -------
+    Catalog
+        Brightest first. Anything else raises InputError listing what is accepted.
+    """
+    from astropy.io import fits
+
     if isinstance(obj, Catalog):
         return obj
     if isinstance(obj, (str, Path)):
         return read_sextractor(obj, flux_col=flux_col)
-    return catalog_from_table(obj, flux_col=flux_col)
+    if isinstance(obj, fits.HDUList):
+        return _ldac_catalog(obj, "the HDUList", flux_col, None)
+    if hasattr(obj, "colnames"):
+        return catalog_from_table(obj, flux_col=flux_col)
+    if isinstance(obj, (np.ndarray, list)):
+        return _array_catalog(obj, flux_col)
+    raise InputError(f"a catalogue cannot be a {type(obj).__name__}",
+                     hint=f"pass {ACCEPTED_CATALOGS}")

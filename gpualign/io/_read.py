@@ -129,9 +129,11 @@ def _first_image(path: str, ext: int | str | None, what: str) -> np.ndarray:
 
 
 def load_mask(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
-    """A bad-pixel mask or bitmask (array or FITS path), bits intact, checked against shape."""
+    """A bad-pixel mask or bitmask (array, HDU, HDUList or FITS path), checked, bits intact."""
     if isinstance(obj, (str, os.PathLike)):
         m = _first_image(str(obj), ext, "mask")
+    elif isinstance(obj, fits.HDUList) or _is_hdu(obj):
+        m = _hdu_pixels(obj, ext, "mask")[0]
     else:
         m = np.asarray(obj)
     if m.dtype.kind == "f":
@@ -151,9 +153,11 @@ def load_mask(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) ->
 
 
 def load_weight(obj: Any, shape: tuple[int, ...], ext: int | str | None = None) -> np.ndarray:
-    """A weight/variance map (array, NDData uncertainty array or FITS path) as float64."""
+    """A weight/variance map (array, NDData uncertainty, HDU, HDUList or path) as float64."""
     if isinstance(obj, (str, os.PathLike)):
         w = _first_image(str(obj), ext, "weight")
+    elif isinstance(obj, fits.HDUList) or _is_hdu(obj):
+        w = _hdu_pixels(obj, ext, "weight map")[0]
     elif hasattr(obj, "array") and not isinstance(obj, np.ndarray):
         w = np.asarray(obj.array)
     else:
@@ -330,21 +334,94 @@ def _has_finite(data: np.ndarray) -> bool:
     return any(np.isfinite(data[r:r + rows]).any() for r in range(0, data.shape[0], rows))
 
 
+#: What :func:`load_image` accepts, for messages.
+ACCEPTED_IMAGES = ("a FITS path, an image HDU (PrimaryHDU, ImageHDU, CompImageHDU), an "
+                   "HDUList (the extension chosen by ext), (array, WCS), (array, Header), "
+                   "NDData/CCDData, a masked array or a 2-D array")
+
+
+def _is_hdu(obj: Any) -> bool:
+    return isinstance(obj, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU,
+                            fits.BinTableHDU, fits.TableHDU, fits.GroupsHDU))
+
+
+def _hdu_pixels(obj: Any, ext: int | str | None, name: str) -> tuple[np.ndarray, fits.Header]:
+    """Pixels (not copied) and a copy of the header of an HDU or an HDUList's image HDU.
+
+    An HDUList's HDU is chosen by :func:`pick_hdu` with ``ext`` (reproject's
+    ``hdu_in``); a single HDU must hold a 2-D image itself.
+    """
+    if isinstance(obj, fits.HDUList):
+        hdu = pick_hdu(obj, ext, f"the {name} HDUList", name)
+    else:
+        hdu = obj
+        if ext is not None:
+            raise InputError(f"the {name} is a single HDU, so extension {ext!r} does not apply",
+                             hint="give the HDUList to choose an extension, or no extension")
+        if not _is_2d_image(hdu):
+            what = ("a table, not an image" if not hdu.is_image else
+                    f"not a 2-D image (NAXIS = {hdu.header.get('NAXIS', 0)})")
+            raise InputError(f"the {name} {type(hdu).__name__} is {what}",
+                             hint="give the HDU that holds the image (e.g. hdul[1]), or "
+                             "the HDUList with the extension")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AstropyUserWarning)
+            for message in _HARMLESS_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            data = hdu.data
+    except Exception as exc:
+        raise InputError(f"cannot read the {name}'s pixels from its {type(hdu).__name__} "
+                         f"({exc})".splitlines()[0]) from None
+    if data is None:
+        raise InputError(f"the {name}'s {type(hdu).__name__} holds no pixels")
+    return np.asarray(data), hdu.header.copy()
+
+
+def _pair(obj: tuple, name: str) -> tuple[Any, fits.Header]:
+    """The pixels and a header of reproject's ``(array, WCS)`` / ``(array, Header)``."""
+    pixels, meta = obj
+    if isinstance(meta, fits.Header):
+        header = meta.copy()
+    else:
+        from astropy.wcs import WCS  # deferred: astropy.wcs only when a WCS is given
+
+        if not isinstance(meta, WCS):
+            raise InputError(f"the {name} is a pair ({type(pixels).__name__}, "
+                             f"{type(meta).__name__}): the second item must be an astropy "
+                             "WCS or Header", hint=f"pass {ACCEPTED_IMAGES}")
+        if meta.naxis != 2:
+            raise InputError(f"the {name}'s WCS has {meta.naxis} axes, not 2",
+                             hint="give its celestial part (wcs.celestial)")
+        header = meta.to_header(relax=True)
+    shape = np.shape(pixels)
+    if (header.get("NAXIS") == 2 and len(shape) == 2
+            and (header.get("NAXIS1"), header.get("NAXIS2")) != (shape[1], shape[0])):
+        raise InputError(f"the {name}'s header describes {header.get('NAXIS1')}x"
+                         f"{header.get('NAXIS2')} pixels but its array is {shape[1]}x{shape[0]}",
+                         hint="pair the array with its own header")
+    return pixels, header
+
+
 def load_image(
     obj: ImageInput, ext: int | str | None = None, *, name: str = "image"
 ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None]:
-    """Read a 2-D image from a FITS path, an array, a masked array or NDData.
+    """Read a 2-D image from any of the forms images are held in.
 
     Integer, big-endian and float64 data are accepted; the pixels come back as a
     native-endian float array (float32, or float64 if given float64 in memory), and
-    the input is never modified.
+    the input is never modified (HDUs, arrays and headers are copied).
 
     Parameters
     ----------
-    obj : ndarray, numpy.ma.MaskedArray, NDData or path
-        The image.
+    obj : path, HDU, HDUList, tuple, NDData, numpy.ma.MaskedArray or ndarray
+        The image: a FITS path; an image HDU (``PrimaryHDU``, ``ImageHDU``,
+        ``CompImageHDU``); an ``HDUList``, its HDU chosen by ``ext`` (the role of
+        reproject's ``hdu_in``); reproject's ``(array, WCS)`` or ``(array, Header)``;
+        NDData/CCDData; a masked array (masked = bad); a 2-D array.
     ext : int or str, optional
-        FITS extension number or name (default: the first 2-D image HDU).
+        FITS extension number or name of a path or HDUList (default: the first 2-D
+        image HDU).
     name : str
         What to call the image in error messages.
 
@@ -355,10 +432,26 @@ def load_image(
     mask : ndarray of bool or None
         Masked pixels (masked arrays and NDData with a mask).
     """
-    header = None
-    mask = None
     if obj is None:
-        raise InputError(f"no {name} given", hint=f"pass a {name} image (array, NDData or path)")
+        raise InputError(f"no {name} given", hint=f"pass {ACCEPTED_IMAGES}")
+    if isinstance(obj, tuple) and len(obj) == 2 and not np.isscalar(obj[1]) and not (
+            isinstance(obj[1], (list, tuple, np.ndarray))):
+        obj_pixels, header = _pair(obj, name)
+        return _finish_image(obj_pixels, header, name, source=obj)
+    if isinstance(obj, fits.HDUList) or _is_hdu(obj):
+        data, header = _hdu_pixels(obj, ext, name)
+        return _finish_image(data, header, name, source=obj)
+    return _finish_image(obj, None, name, ext=ext, source=obj)
+
+
+def _finish_image(obj: Any, header: fits.Header | None, name: str, *,
+                  ext: int | str | None = None, source: Any = None,
+                  ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None]:
+    """:func:`load_image` for a path, NDData, masked array or array (pixels checked).
+
+    ``header`` is the header already found (HDUs, pairs); ``source`` the user's object.
+    """
+    mask = None
     if isinstance(obj, (str, os.PathLike)):
         path = str(obj)
         if not Path(path).is_file():
@@ -373,16 +466,19 @@ def load_image(
         wcs = getattr(obj, "wcs", None)
         if wcs is not None:
             header = wcs.to_header(relax=True)
+    elif isinstance(obj, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(obj)
+        data = np.asarray(obj.data)
     else:
-        if isinstance(obj, np.ma.MaskedArray):
-            mask = np.ma.getmaskarray(obj)
-            data = np.asarray(obj.data)
-        else:
+        try:
             data = np.asarray(obj)
-    accepted = "a 2-D array, masked array, NDData/CCDData or FITS path"
+        except Exception:
+            data = np.empty(())
+        if data.dtype.kind == "O":
+            data = np.empty(())
     if data.ndim == 0:
-        raise InputError(f"{name} must be an image, got {type(obj).__name__}",
-                         hint=f"pass {accepted}")
+        raise InputError(f"{name} must be an image, got {type(source).__name__}",
+                         hint=f"pass {ACCEPTED_IMAGES}")
     if data.ndim != 2:
         raise InputError(f"{name} must be 2-D, got shape {data.shape}",
                          hint="pass one plane of a cube (e.g. cube[0]), or pick the FITS "
