@@ -317,7 +317,7 @@ def bench_size(n: int, backend: Any, *, order: int = 3, repeat: int = 3,
     ``fused(cp, coeffs, transform, shape, order, out, footprint)`` launches the fused
     warp (default: gpualign's kernel); tests without a GPU pass a stand-in.
     """
-    from gpualign.detect._sep import detect_many
+    from gpualign.detect import detect_many
     from gpualign.pipeline._api import solve
     from gpualign.warp._resample import prefilter
 

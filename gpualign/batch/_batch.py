@@ -189,7 +189,7 @@ def align_batch(
     side = prepare_template(template, template_det=template_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col,
                             max_memory=max_memory)
-    cat = detect_template(side, det.sep_thresh)
+    cat = detect_template(side, det, mat)
     return run_batch(sources, cat, side.header, side.shape, output_directory(outdir),
                      detect=det, match=mat, fit=fit, source_ext=source_ext,
                      interp_order=interp_order, cval=cval, backend=backend, threads=threads,

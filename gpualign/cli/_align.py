@@ -118,7 +118,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
                           options=options, source_det=src_det)
         log_stats(Path(sources[0]).name, frame.solution)
         return
-    cat = detect_template(side, det.sep_thresh)  # once for the whole batch
+    cat = detect_template(side, det, mat)  # once for the whole batch
     results = run_batch(
         sources, cat, side.header, side.shape, output_directory(output), detect=det, match=mat,
         fit=fit, source_ext=source_ext, interp_order=interp_order, cval=cval,

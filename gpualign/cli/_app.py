@@ -197,6 +197,12 @@ def align(
         typer.Option(help="Brightest detections used: count, or fraction < 1.",
                      rich_help_panel=DETECTION),
     ] = None,
+    auto_depth: Annotated[
+        bool,
+        typer.Option("--auto-depth/--no-auto-depth",
+                     help="Detect deeper (down to 1.5 sigma) when an image gives fewer than "
+                     "20 usable stars.", rich_help_panel=DETECTION),
+    ] = True,
     flux_col: Annotated[
         str | None,
         typer.Option(help="Flux column of the catalogues, e.g. FLUX_AUTO.",
@@ -306,7 +312,8 @@ def align(
     try:
         settings = (
             DetectSettings(sep_thresh=sep_thresh, min_fwhm=min_fwhm, bad_flag_bits=bad_flag_bits,
-                           min_sep=min_sep, n_det=n_det, flux_col=flux_col),
+                           min_sep=min_sep, n_det=n_det, flux_col=flux_col,
+                           auto_depth=auto_depth),
             MatchSettings(n_quad_det=n_quad_det, min_quad_sep=min_quad_sep,
                           max_quad_hash_dist=max_quad_hash_dist, max_quad_cand=max_quad_cand,
                           patience_quad_cand=patience_quad_cand,

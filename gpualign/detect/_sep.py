@@ -7,10 +7,9 @@ import sep
 from scipy.spatial import cKDTree
 
 from gpualign._errors import TooFewStars
-from gpualign._system import fork_workers, forked_pool, usable_cores
 from gpualign.detect._catalog import Catalog, _sigma_from_snr
 
-__all__ = ["detect", "detect_many", "filter_catalog"]
+__all__ = ["detect", "filter_catalog", "keep_brightest"]
 
 
 def _extract(data: np.ndarray, thresh: float, rms: float, mask: np.ndarray | None,
@@ -32,6 +31,148 @@ def _extract(data: np.ndarray, thresh: float, rms: float, mask: np.ndarray | Non
             if "pixel buffer full" not in str(exc) or pixstack >= data.size:
                 raise
             pixstack = min(8 * pixstack, data.size)
+
+
+#: Least centroid uncertainty (px) of a deep catalogue's stars (see :meth:`_Pixels.catalog`).
+DEEP_SIGMA_FLOOR = 0.05
+
+
+class _Pixels:
+    """An image made ready for sep: a private float32 copy, background subtracted.
+
+    Extraction at several thresholds (automatic depth) reuses the background.
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray | None) -> None:
+        data = np.array(image, dtype=np.float32, order="C", copy=True)
+        bad = ~np.isfinite(data)
+        if mask is not None:
+            bad |= np.asarray(mask, dtype=bool)
+        if bad.all():
+            raise TooFewStars("the image has no finite pixels", hint="check the input file")
+        data[bad] = 0.0
+        bad_u8 = bad.astype(np.uint8) if bad.any() else None
+        bkg = sep.Background(data, mask=bad_u8)
+        sky_level = float(bkg.globalback)
+        rms = float(bkg.globalrms)
+        bkg.subfrom(data)
+        if bad_u8 is not None:
+            data[bad] = 0.0
+        if not np.isfinite(rms) or rms <= 0:
+            rms = float(np.std(data[~bad])) or 1.0
+        self.data, self.bad_u8, self.rms = data, bad_u8, rms
+        # Effective gain from the sky: Poisson-dominated sky has variance = level / gain.
+        self.gain = sky_level / rms**2 if sky_level > 5.0 * rms else np.inf
+        self.shape = (int(data.shape[0]), int(data.shape[1]))
+
+    def objects(self, thresh: float, minarea: int = 5,
+                deblend_cont: float = 0.005) -> np.ndarray:
+        """The objects sep extracts above ``thresh`` times the background RMS."""
+        return _extract(self.data, thresh, self.rms, self.bad_u8, minarea, deblend_cont)
+
+    def catalog(self, objects: np.ndarray, window_fwhm: float | None = None) -> Catalog:
+        """Measure ``objects``: FWHM, windowed centroids, their uncertainties.
+
+        ``window_fwhm`` (deep detections): one centroid window for every object, the
+        image's PSF, uncertainties from the flux in that window (at least
+        :data:`DEEP_SIGMA_FLOOR`), and no object cut by the image's edge; by default
+        each object's window is its own FWHM, as SExtractor's ``XWIN_IMAGE``.
+        """
+        data, bad_u8, rms = self.data, self.bad_u8, self.rms
+        if objects.size == 0:
+            empty = np.zeros(0)
+            return Catalog(empty, empty, empty, empty, np.zeros(0, np.int64), empty,
+                           self.shape)
+        x0, y0 = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
+        a = np.maximum(objects["a"].astype(np.float64), 0.3)
+        rmax = np.clip(6.0 * a, 3.0, 50.0)
+        rhalf, rflag = sep.flux_radius(
+            data, x0, y0, rmax, 0.5, normflux=objects["flux"], mask=bad_u8, subpix=5
+        )
+        fwhm = 2.0 * np.asarray(rhalf, dtype=np.float64)
+        if window_fwhm is None:
+            sig = np.clip(np.nan_to_num(fwhm, nan=2.0), 0.85, 40.0) / 2.3548
+        else:
+            sig = np.full(x0.shape, window_fwhm / 2.3548)
+        xw, yw, wflag = sep.winpos(data, x0, y0, sig, mask=bad_u8)
+        moved = np.hypot(xw - x0, yw - y0) > np.maximum(2.0, fwhm)
+        x = np.where(moved | (wflag != 0), x0, xw)
+        y = np.where(moved | (wflag != 0), y0, yw)
+        flux = objects["flux"].astype(np.float64)
+        flag = objects["flag"].astype(np.int64) | (np.asarray(rflag, np.int64) << 8)
+        if window_fwhm is None:
+            area = np.pi * np.maximum(np.nan_to_num(fwhm, nan=3.0), 1.0) ** 2
+            noise = np.sqrt(area * rms**2 + np.maximum(flux, 0) / self.gain)
+            sigma = _sigma_from_snr(fwhm, flux / noise)
+            return Catalog(x, y, flux, fwhm, flag, sigma, self.shape).sorted_by_flux()
+        # Photon noise, and a floor for what it leaves out (the PSFs of two exposures
+        # differ, faint neighbours blend in): on a real pair a few bright stars with
+        # errors of 0.005 px would pin the fit and push its error onto the faint ones.
+        sigma = np.hypot(_sigma_from_snr(np.full(x.shape, window_fwhm),
+                                         self._psf_snr(x, y, window_fwhm)), DEEP_SIGMA_FLOOR)
+        # A star cut by the image's edge has its centroid pulled inwards by up to a
+        # pixel: among the few faint stars of a deep catalogue, one such star costs more
+        # than it brings.
+        ny, nx = self.shape
+        edge = np.minimum(np.minimum(x, nx - 1 - x), np.minimum(y, ny - 1 - y))
+        whole = ((objects["flag"] & sep.OBJ_TRUNC) == 0) & (edge >= window_fwhm)
+        cat = Catalog(x, y, flux, fwhm, flag, sigma, self.shape)
+        return cat.take(whole).sorted_by_flux()
+
+    def _psf_snr(self, x: np.ndarray, y: np.ndarray, fwhm: float) -> np.ndarray:
+        """Signal-to-noise of a PSF fit, from the flux within 0.67 FWHM of the centre.
+
+        That aperture holds 71% of a Gaussian's flux and gives 0.9 times the SNR of a
+        PSF fit (the SNR a centroid's error scales with); at least 1.
+        """
+        r = 0.67 * max(float(fwhm), 1.0)
+        gain = None if not np.isfinite(self.gain) else self.gain
+        flux, err, _ = sep.sum_circle(self.data, x, y, r, err=self.rms, gain=gain,
+                                      mask=self.bad_u8, subpix=5)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.asarray(flux, np.float64) / np.asarray(err, np.float64) / 0.9
+        return np.clip(np.nan_to_num(snr, nan=1.0), 1.0, None)
+
+    def psf_fwhm(self, objects: np.ndarray, n: int = 20) -> float | None:
+        """The image's PSF FWHM, from a Gaussian fitted to the stack of bright objects.
+
+        The half-light radii of faint objects measure their cores only (an isophotal
+        flux misses the wings); a fit to the sum of the ``n`` brightest unflagged
+        objects, centred to the nearest pixel, does not. None when there are fewer
+        than 3 such objects or the fit is not a compact star.
+        """
+        ok = objects[(objects["flag"] == 0) & np.isfinite(objects["flux"])]
+        ok = ok[np.argsort(-ok["flux"], kind="stable")][:n]
+        ny, nx = self.shape
+        r = 8
+        ix, iy = np.rint(ok["x"]).astype(np.int64), np.rint(ok["y"]).astype(np.int64)
+        inside = (ix >= r) & (ix < nx - r) & (iy >= r) & (iy < ny - r)
+        ix, iy = ix[inside], iy[inside]
+        if ix.size < 3:
+            return None
+        off = np.arange(-r, r + 1)
+        stack = self.data[iy[:, None, None] + off[None, :, None],
+                          ix[:, None, None] + off[None, None, :]].sum(axis=0, dtype=np.float64)
+        yy, xx = np.meshgrid(off, off, indexing="ij")
+
+        def resid(p: np.ndarray) -> np.ndarray:
+            amp, cx, cy, s, c = p
+            return (amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s)) + c
+                    - stack).ravel()
+
+        from scipy.optimize import least_squares
+
+        start = [max(float(stack.max()), 1e-9), 0.0, 0.0, 1.3, 0.0]
+        try:
+            fit = least_squares(resid, start, bounds=([0, -2, -2, 0.4, -np.inf],
+                                                      [np.inf, 2, 2, r / 2.0, np.inf]))
+        except ValueError:
+            return None
+        s = float(fit.x[3])
+        if not fit.success or not 0.4 < s < r / 2.0 - 1e-3:
+            return None
+        # Centres rounded to the pixel add a uniform offset: 1/12 px^2 of variance.
+        return 2.3548 * float(np.sqrt(max(s * s - 1.0 / 12.0, 0.16)))
 
 
 def detect(
@@ -67,48 +208,8 @@ def detect(
     Catalog
         All detections, brightest first, unfiltered (see :func:`filter_catalog`).
     """
-    data = np.array(image, dtype=np.float32, order="C", copy=True)
-    bad = ~np.isfinite(data)
-    if mask is not None:
-        bad |= np.asarray(mask, dtype=bool)
-    if bad.all():
-        raise TooFewStars("the image has no finite pixels", hint="check the input file")
-    data[bad] = 0.0
-    bad_u8 = bad.astype(np.uint8) if bad.any() else None
-    bkg = sep.Background(data, mask=bad_u8)
-    sky_level = float(bkg.globalback)
-    rms = float(bkg.globalrms)
-    bkg.subfrom(data)
-    if bad_u8 is not None:
-        data[bad] = 0.0
-    if not np.isfinite(rms) or rms <= 0:
-        rms = float(np.std(data[~bad])) or 1.0
-    objects = _extract(data, sep_thresh, rms, bad_u8, minarea, deblend_cont)
-    shape = (int(data.shape[0]), int(data.shape[1]))
-    if objects.size == 0:
-        empty = np.zeros(0)
-        return Catalog(empty, empty, empty, empty, np.zeros(0, np.int64), empty, shape)
-    x0, y0 = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
-    a = np.maximum(objects["a"].astype(np.float64), 0.3)
-    rmax = np.clip(6.0 * a, 3.0, 50.0)
-    rhalf, rflag = sep.flux_radius(
-        data, x0, y0, rmax, 0.5, normflux=objects["flux"], mask=bad_u8, subpix=5
-    )
-    fwhm = 2.0 * np.asarray(rhalf, dtype=np.float64)
-    sig = np.clip(np.nan_to_num(fwhm, nan=2.0), 0.85, 40.0) / 2.3548
-    xw, yw, wflag = sep.winpos(data, x0, y0, sig, mask=bad_u8)
-    moved = np.hypot(xw - x0, yw - y0) > np.maximum(2.0, fwhm)
-    x = np.where(moved | (wflag != 0), x0, xw)
-    y = np.where(moved | (wflag != 0), y0, yw)
-    flux = objects["flux"].astype(np.float64)
-    # Effective gain from the sky: Poisson-dominated sky has variance = level / gain.
-    gain = sky_level / rms**2 if sky_level > 5.0 * rms else np.inf
-    area = np.pi * np.maximum(np.nan_to_num(fwhm, nan=3.0), 1.0) ** 2
-    noise = np.sqrt(area * rms**2 + np.maximum(flux, 0) / gain)
-    snr = flux / noise
-    flag = objects["flag"].astype(np.int64) | (np.asarray(rflag, np.int64) << 8)
-    cat = Catalog(x, y, flux, fwhm, flag, _sigma_from_snr(fwhm, snr), shape)
-    return cat.sorted_by_flux()
+    pixels = _Pixels(image, mask)
+    return pixels.catalog(pixels.objects(sep_thresh, minarea, deblend_cont))
 
 
 def filter_catalog(
@@ -168,56 +269,15 @@ def filter_catalog(
         tree = cKDTree(cat.xy)
         d, _ = tree.query(cat.xy, k=2)
         keep &= d[:, 1] >= float(min_sep)
-    out = cat.take(keep)
-    if n_det is not None:
-        n = int(round(n_det * len(out))) if 0 < n_det < 1 else int(n_det)
-        out = out.brightest(max(n, 0))
-    return out
+    return keep_brightest(cat.take(keep), n_det)
 
 
-_FORKED_IMAGES: list[tuple[np.ndarray, np.ndarray | None]] = []
-PARALLEL_MIN_PIXELS = 2_000_000
+def keep_brightest(cat: Catalog, n_det: float | int | None) -> Catalog:
+    """The ``n_det`` brightest: a number >= 1, a fraction < 1, or None (all).
 
-
-def _detect_forked(index: int, sep_thresh: float) -> Catalog:
-    image, mask = _FORKED_IMAGES[index]
-    return detect(image, sep_thresh=sep_thresh, mask=mask)
-
-
-def detect_many(
-    images: list[tuple[np.ndarray, np.ndarray | None]], *, sep_thresh: float = 5.0
-) -> list[Catalog]:
-    """Detect several images, in parallel processes when they are large.
-
-    sep holds the GIL, so threads do not help; on a machine with several cores the
-    large images are detected in forked worker processes (which inherit the pixels
-    without copying them through a pipe) while this process detects the last one.
-
-    Parameters
-    ----------
-    images : list of (image, mask)
-        The images and their optional bad-pixel masks.
-    sep_thresh : float
-        Detection threshold.
-
-    Returns
-    -------
-    list of Catalog
+    The last step of :func:`filter_catalog`.
     """
-    big = [i for i, (im, _) in enumerate(images[:-1]) if im.size >= PARALLEL_MIN_PIXELS]
-    workers = fork_workers(usable_cores() - 1, len(big))  # this process detects too
-    if not workers:
-        return [detect(im, sep_thresh=sep_thresh, mask=m) for im, m in images]
-    _FORKED_IMAGES[:] = images
-    try:
-        with forked_pool(workers) as ex:
-            futures = {i: ex.submit(_detect_forked, i, sep_thresh) for i in big}
-            out = {}
-            for i, (im, m) in enumerate(images):
-                if i not in futures:
-                    out[i] = detect(im, sep_thresh=sep_thresh, mask=m)
-            for i, fut in futures.items():
-                out[i] = fut.result()
-    finally:
-        _FORKED_IMAGES.clear()
-    return [out[i] for i in range(len(images))]
+    if n_det is None:
+        return cat
+    n = int(round(n_det * len(cat))) if 0 < n_det < 1 else int(n_det)
+    return cat.brightest(max(n, 0))

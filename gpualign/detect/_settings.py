@@ -28,6 +28,9 @@ class DetectSettings(Settings):
         Number (or fraction, < 1) of the brightest detections to use.
     flux_col : str or None
         Flux column of user catalogues (e.g. ``FLUX_AUTO``).
+    auto_depth : bool
+        When an image gives fewer than 20 usable stars, detect it again at lower
+        thresholds, down to 1.5 sigma (:mod:`gpualign.detect._depth`).
     """
 
     sep_thresh: float = setting(5.0, "Detection threshold (sigma).", minimum=0, above=True)
@@ -39,3 +42,5 @@ class DetectSettings(Settings):
                                   minimum=0, above=True, optional=True)
     flux_col: str | None = setting(None, "Flux column of the catalogues, e.g. FLUX_AUTO.",
                                    kind=str, optional=True)
+    auto_depth: bool = setting(True, "Detect deeper (down to 1.5 sigma) when an image gives "
+                               "fewer than 20 usable stars.", kind=bool)

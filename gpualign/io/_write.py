@@ -89,6 +89,10 @@ def output_header(template_header: fits.Header | None, wcs_cards: fits.Header | 
     hdr["GA_MODEL"] = (str(solution.model), "linear model of the mapping")
     if solution.distortion != "poly":
         hdr["GA_DIST"] = (str(solution.distortion), "distortion model of the mapping")
+    thresholds = getattr(solution, "thresholds", None)
+    if thresholds is not None:
+        hdr["GA_THR"] = ("/".join(_sigma(v) for v in thresholds),
+                         "detection sigma, source/template (cat: given)")
     hdr["GA_BACK"] = (backend, "array backend of the warp")
     hdr["GA_ORDER"] = (int(interp_order), "spline interpolation order")
     if transform_file is not None:
@@ -100,6 +104,13 @@ def output_header(template_header: fits.Header | None, wcs_cards: fits.Header | 
     else:
         hdr.add_history(f"gpualign {__version__}: aligned {name} onto this grid")
     return hdr
+
+
+def _sigma(v: float | None) -> str:
+    """A detection threshold as GA_THR writes it: ``5.0``, ``2.5``, ``1.25``; ``cat``."""
+    if v is None:
+        return "cat"
+    return f"{v:.1f}" if round(v, 1) == v else f"{v:.4g}"
 
 
 def mask_plane(mask: np.ndarray) -> np.ndarray:

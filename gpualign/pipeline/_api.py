@@ -52,6 +52,7 @@ def find_transform(
     bad_flag_bits: int = 0,
     min_sep: float | None = None,
     n_det: float | int | None = None,
+    auto_depth: bool = True,
     n_quad_det: int = 20,
     min_quad_sep: float = 50.0,
     max_quad_hash_dist: float = 0.01,
@@ -90,6 +91,10 @@ def find_transform(
         (default ``2 * max_match_dist``; 0 disables).
     n_det : int or float, optional
         Number (or fraction, < 1) of the brightest detections to use.
+    auto_depth : bool
+        When an image gives fewer than 20 usable stars, detect it again at lower
+        thresholds down to 1.5 sigma (the thresholds used are in the solution's
+        ``thresholds`` and the output's ``GA_THR``).
     n_quad_det, min_quad_sep, max_quad_hash_dist, max_quad_cand, patience_quad_cand,
     quad_edge_buffer, sub_tile :
         Quad matching dials (see :class:`gpualign.match.MatchSettings`).
@@ -131,7 +136,7 @@ def find_transform(
         if source_det is None:
             raise InputError("no source given", hint="pass a source image or source_det")
         src_cat = as_catalog(source_det, flux_col=det.flux_col)
-        return solve(src_cat, detect_template(side, det.sep_thresh), detect=det, match=mat,
+        return solve(src_cat, detect_template(side, det, mat), detect=det, match=mat,
                      fit=fit, backend=be, timings={})
     _, _, _, solution = solve_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
                                     source_det=source_det, source_ext=source_ext)

@@ -25,12 +25,15 @@ from gpualign._errors import InputError
 from gpualign._system import refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
+    DEPTH_LADDER,
     STRIP_DETECT_PIXELS,
     Catalog,
+    Depth,
+    DetectedCatalog,
     DetectSettings,
     as_catalog,
     detect_many,
-    detect_strips,
+    detect_strips_auto,
 )
 from gpualign.fit import FitSettings
 from gpualign.io import (
@@ -64,7 +67,7 @@ log = logging.getLogger("gpualign")
 
 __all__ = ["TemplateSide", "FrameOptions", "FrameOutput", "prepare_template",
            "detect_template", "solve_frame", "check_image_memory", "warp_frame", "run_frame",
-           "log_stats", "SEQUENTIAL_DETECT_PIXELS"]
+           "log_stats", "depth_policy", "SEQUENTIAL_DETECT_PIXELS"]
 
 #: Templates of at least this many pixels are detected before the source is read.
 SEQUENTIAL_DETECT_PIXELS = 1 << 27
@@ -222,8 +225,37 @@ def check_image_memory(obj: Any, ext: int | str | None, what: str,
 def _with_shape(cat: Catalog, shape: tuple[int, ...] | None) -> Catalog:
     if cat.shape is not None or shape is None:
         return cat
-    return Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma,
-                   tuple(int(v) for v in shape))
+    shape = tuple(int(v) for v in shape)
+    if isinstance(cat, DetectedCatalog):
+        return cat.with_shape(shape)
+    return Catalog(cat.x, cat.y, cat.flux, cat.fwhm, cat.flag, cat.sigma, shape)
+
+
+def depth_policy(detect: DetectSettings, match: MatchSettings | None = None) -> Depth:
+    """When an image is detected deeper: the frame's filter, the ladder if ``auto_depth``."""
+    mat = MatchSettings() if match is None else match
+    min_sep = 2.0 * mat.max_match_dist if detect.min_sep is None else detect.min_sep
+    return Depth(min_fwhm=detect.min_fwhm, bad_flag_bits=detect.bad_flag_bits,
+                 min_sep=min_sep, ladder=DEPTH_LADDER if detect.auto_depth else ())
+
+
+def _log_depth(name: str, cat: Catalog, depth: Depth) -> None:
+    """Each step of automatic depth, at INFO (-v)."""
+    steps = getattr(cat, "steps", ())
+    if len(steps) < 2:
+        return
+    (t0, n0), rest = steps[0], steps[1:]
+    log.info("%s: %d usable stars at %g sigma, fewer than %d: detecting deeper",
+             name, n0, t0, depth.target)
+    for t, n in rest:
+        log.info("%s: %d usable stars at %g sigma", name, n, t)
+    thresh, deep = cat.thresh, cat.deep  # type: ignore[attr-defined]
+    if thresh == t0:
+        log.info("%s: no more usable stars deeper: keeping the %g-sigma catalogue", name, t0)
+        return
+    log.info("%s: matching with the %g-sigma catalogue (%d detections)%s", name, thresh,
+             len(cat), "" if deep is None else f", final fit down to "
+             f"{min(t for t, _ in steps):g} sigma ({len(deep)} detections)")
 
 
 def prepare_template(template: Any, *, template_det: Any = None,
@@ -272,40 +304,55 @@ def prepare_template(template: Any, *, template_det: Any = None,
     return TemplateSide(cat, header, (int(shape[0]), int(shape[1])), pixels)
 
 
-def detect_template(side: TemplateSide, sep_thresh: float) -> Catalog:
-    """The template's catalogue, detecting (and freeing) its pixels if needed."""
+def detect_template(side: TemplateSide, detect: DetectSettings | float,
+                    match: MatchSettings | None = None) -> Catalog:
+    """The template's catalogue, detecting (and freeing) its pixels if needed.
+
+    ``detect`` (and ``match``, for the crowding filter's default) say how deep, and
+    when to go deeper (a bare threshold: the default settings at that threshold).
+    The template is detected on its own, deeper where its own stars are too few, so
+    the catalogue is the same whatever source it is matched with.
+    """
+    det = detect if isinstance(detect, DetectSettings) else DetectSettings(sep_thresh=detect)
     if side.catalog is None:
         data, mask = side.pixels.pop()
+        depth = depth_policy(det, match)
         if data.size >= SEQUENTIAL_DETECT_PIXELS:
             # A mosaic, detected alone: strips on every core, each worker copying only
             # its strip (a whole-image detection copies the whole image).
-            side.catalog = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
+            side.catalog = detect_strips_auto(data, sep_thresh=det.sep_thresh, mask=mask,
+                                              depth=depth)
         else:
-            side.catalog = detect_many([(data, mask)], sep_thresh=sep_thresh)[0]
+            side.catalog = detect_many([(data, mask)], sep_thresh=det.sep_thresh,
+                                       depth=depth)[0]
         side.catalog = _with_shape(side.catalog, side.shape)
+        _log_depth("template", side.catalog, depth)
     return side.catalog
 
 
 def _detect_both(side: TemplateSide, data: np.ndarray, mask: np.ndarray | None,
-                 source_det: Any, flux_col: str | None, sep_thresh: float) -> Catalog:
+                 source_det: Any, det: DetectSettings, depth: Depth) -> Catalog:
     """The source's catalogue, and the template's if still pending (in parallel)."""
     todo = []
     if side.catalog is None:
         todo.append(side.pixels.pop())
     if source_det is not None:
-        cat = as_catalog(source_det, flux_col=flux_col)
+        cat = as_catalog(source_det, flux_col=det.flux_col)
     elif data.size > STRIP_DETECT_PIXELS or (not todo and data.size >= SEQUENTIAL_DETECT_PIXELS):
         # Too big for a whole detection copy, or a mosaic detected alone: strips on
         # every core, each worker copying only its strip.
-        cat = detect_strips(data, sep_thresh=sep_thresh, mask=mask)
+        cat = detect_strips_auto(data, sep_thresh=det.sep_thresh, mask=mask, depth=depth)
     else:
         todo.append((data, mask))
-    found = detect_many(todo, sep_thresh=sep_thresh) if todo else []
+    found = detect_many(todo, sep_thresh=det.sep_thresh, depth=depth) if todo else []
     todo.clear()
     if side.catalog is None:
         side.catalog = _with_shape(found.pop(0), side.shape)
+        _log_depth("template", side.catalog, depth)
     if found:
         cat = found.pop(0)
+    if source_det is None:
+        _log_depth("source", cat, depth)
     return _with_shape(cat, data.shape)
 
 
@@ -325,9 +372,9 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     """
     t0 = time.perf_counter()
     if side.catalog is None and side.pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
-        detect_template(side, detect.sep_thresh)
+        detect_template(side, detect, match)
     data, header, mask = load_image(source, source_ext, name="source")
-    src_cat = _detect_both(side, data, mask, source_det, detect.flux_col, detect.sep_thresh)
+    src_cat = _detect_both(side, data, mask, source_det, detect, depth_policy(detect, match))
     timings = {"read+detect": time.perf_counter() - t0}
     solution = solve(src_cat, side.catalog, detect=detect, match=match, fit=fit,
                      backend=backend, timings=timings)

@@ -16,7 +16,7 @@ import numpy as np
 
 from gpualign._errors import NoOverlap, TooFewStars
 from gpualign.backend import Backend, get_backend
-from gpualign.detect import Catalog, DetectSettings, filter_catalog
+from gpualign.detect import Catalog, DetectSettings, filter_catalog, keep_brightest
 from gpualign.fit import FitSettings, choose_degree, robust_fit, robust_fit_model, select_model
 from gpualign.fit._distortion import select_distortion
 from gpualign.match import MatchSettings, NeighbourIndex, cross_match, quad_match
@@ -103,7 +103,10 @@ def solve(
     Parameters
     ----------
     src_cat, tmpl_cat : Catalog
-        Detections of the source and the template (with their image shapes).
+        Detections of the source and the template (with their image shapes). A
+        :class:`~gpualign.detect.DetectedCatalog` brings its threshold (the solution's
+        ``thresholds``) and, where automatic depth went deeper, the deeper catalogue the
+        final fit also uses once the mapping is known.
     detect, match, fit : settings, optional
         Filtering, matching and fitting settings (defaults when None).
     backend : str or Backend, optional
@@ -126,14 +129,10 @@ def solve(
     min_sep = 2.0 * max_match_dist if det.min_sep is None else det.min_sep
     fkw = dict(min_fwhm=det.min_fwhm, bad_flag_bits=det.bad_flag_bits, min_sep=min_sep,
                n_det=det.n_det)
-    src = filter_catalog(src_cat, **fkw)
-    tmpl = filter_catalog(tmpl_cat, **fkw)
+    src, tmpl = _usable(src_cat, fkw), _usable(tmpl_cat, fkw)
     for name, cat, raw in (("source", src, src_cat), ("template", tmpl, tmpl_cat)):
         if len(cat) < 4:
-            raise TooFewStars(
-                f"only {len(cat)} usable stars in the {name} ({len(raw)} detected)",
-                hint="lower sep_thresh, min_fwhm or min_sep",
-            )
+            _too_few(name, len(cat), raw)
     quad_src = filter_catalog(src, edge_buffer=mat.quad_edge_buffer)
     quad_tmpl = filter_catalog(tmpl, edge_buffer=mat.quad_edge_buffer)
     for name, inner, cat in (("source", quad_src, src), ("template", quad_tmpl, tmpl)):
@@ -165,6 +164,20 @@ def solve(
                        tol=tol, **rkw)
         if len(more[1]) > len(inl_t):
             t, inl_t, inl_s, inl_sig, degree, scores, tol = more
+    src_deep, tmpl_deep = (getattr(c, "deep", None) for c in (src_cat, tmpl_cat))
+    if src_deep is not None or tmpl_deep is not None:
+        # Automatic depth stopped above its deepest rung: now that the mapping is known,
+        # the fainter stars of the deepest catalogue cannot be confused either.
+        try:
+            more = _refine(filter_catalog(src_cat if src_deep is None else src_deep, **fkw),
+                           filter_catalog(tmpl_cat if tmpl_deep is None else tmpl_deep, **fkw),
+                           t, tol=tol, **rkw)
+        except TooFewStars:
+            more = None
+        if more is not None and len(more[1]) > len(inl_t):
+            log.info("final fit with the deeper catalogues: %d matches (%d before)",
+                     len(more[1]), len(inl_t))
+            t, inl_t, inl_s, inl_sig, degree, scores, tol = more
     t, model, model_scores = select_model(fit.transform, t, inl_t, inl_s, inl_sig, degree,
                                           template_norm(tmpl))
     t, dist, complexity, dist_scores = select_distortion(
@@ -180,10 +193,33 @@ def solve(
     check_overlap(t, src.shape, tmpl.shape)
     timings["fit"] = time.perf_counter() - t1
     stats = fit_statistics(inverse, inl_t, inl_s)
+    thresholds = tuple(getattr(c, "thresh", None) for c in (src_cat, tmpl_cat))
     return Solution(
         t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
         src_cat.shape, tmpl_cat.shape, timings, model, model_scores, dist, dist_scores,
+        thresholds=None if thresholds == (None, None) else thresholds,
     )
+
+
+def _usable(cat: Catalog, fkw: dict) -> Catalog:
+    """``filter_catalog(cat, **fkw)``, reusing what automatic depth already filtered."""
+    done = getattr(cat, "filtered", None)
+    if done is not None and done[0] == (fkw["min_fwhm"], fkw["bad_flag_bits"], fkw["min_sep"]):
+        return keep_brightest(done[1], fkw["n_det"])
+    return filter_catalog(cat, **fkw)
+
+
+def _too_few(name: str, n: int, raw: Catalog) -> None:
+    """TooFewStars for an image with ``n`` usable stars, saying how deep it was detected."""
+    thresh = getattr(raw, "thresh", None)
+    steps = getattr(raw, "steps", ())
+    at = "" if thresh is None else f" at {thresh:g} sigma"
+    hint = "lower sep_thresh, min_fwhm or min_sep"
+    if len(steps) > 1:
+        hint = (f"no more usable stars down to {min(t for t, _ in steps):g} sigma (automatic "
+                f"depth): check the image, or {hint}")
+    raise TooFewStars(f"only {n} usable stars in the {name} ({len(raw)} detected{at})",
+                      hint=hint)
 
 
 def check_overlap(

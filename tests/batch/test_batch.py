@@ -139,11 +139,11 @@ def test_batch_output_equals_single_align(frames, tmp_path):
 
 def test_in_memory_batch_and_template_detected_once(frames, pair, monkeypatch):
     """Without an output directory the results hold the images; one template detection."""
-    import gpualign.detect._sep as det
+    import gpualign.detect._depth as det
 
     calls = []
-    real = det.detect
-    monkeypatch.setattr(det, "detect", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = det.detect_auto
+    monkeypatch.setattr(det, "detect_auto", lambda *a, **k: calls.append(1) or real(*a, **k))
     arrays = [np.ascontiguousarray(VIEWS[n][0](pair.source)) for n in ("plain", "flipped")]
     results = gpualign.align_batch(arrays, pair.template, processes=1, backend="numpy")
     assert len(calls) == 1 + len(arrays)

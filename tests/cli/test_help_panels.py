@@ -119,7 +119,7 @@ def test_align_panels_hold_the_expected_options():
                 "--template-cat", "--source-mask", "--mask-ext", "--source-weight",
                 "--weight-ext", "--weight-type"},
         DETECTION: {"--sep-thresh", "--min-fwhm", "--bad-flag-bits", "--min-sep", "--n-det",
-                    "--flux-col"},
+                    "--auto-depth", "--flux-col"},
         MATCHING: {"--n-quad-det", "--min-quad-sep", "--max-quad-hash-dist",
                    "--max-quad-cand", "--patience-quad-cand", "--quad-edge-buffer",
                    "--sub-tile", "--max-match-dist", "--min-n-match", "--mirror"},

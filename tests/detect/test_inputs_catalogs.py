@@ -371,8 +371,12 @@ def test_sep_thresh_against_true_fluxes(pair):
         assert _near(cat.xy, pair.source_xy, 1.5).all(), "a detection that is no star"
     assert counts[0] > counts[1] > counts[2] > 4
     # the API passes it to detection
-    with pytest.raises(gpualign.TooFewStars, match=r"\(0 detected\)"):
-        gpualign.find_transform(img, pair.template, sep_thresh=1e5, backend="numpy")
+    with pytest.raises(gpualign.TooFewStars, match=r"\(0 detected at 100000 sigma\)"):
+        gpualign.find_transform(img, pair.template, sep_thresh=1e5, auto_depth=False,
+                                backend="numpy")
+    # ... where automatic depth goes deeper: its first rung (4 sigma) gives enough stars
+    sol = gpualign.find_transform(img, pair.template, sep_thresh=1e5, backend="numpy")
+    assert sol.thresholds == (4.0, 4.0)
 
 
 def _inside(xy: np.ndarray, shape: tuple[int, int], margin: float) -> np.ndarray:
@@ -435,7 +439,10 @@ def test_min_sep_crowding_filter(pair, monkeypatch):
     for min_sep in (6.0, 15.0, 40.0):
         kept = filter_catalog(cat, min_sep=min_sep)
         assert len(kept) == int((d[:, 1] >= min_sep).sum())
-    # Default: 2 x max_match_dist, seen by the filter of the matching stage.
+    # Default: 2 x max_match_dist, seen by the filter of the matching stage (applied
+    # once, where automatic depth counts the usable stars, and reused by the solve).
+    from gpualign.detect import _depth
+
     seen = []
     real = _pipeline.filter_catalog
 
@@ -444,6 +451,7 @@ def test_min_sep_crowding_filter(pair, monkeypatch):
         return real(c, **kw)
 
     monkeypatch.setattr(_pipeline, "filter_catalog", spy)
+    monkeypatch.setattr(_depth, "filter_catalog", spy)
     gpualign.find_transform(pair.source, pair.template, max_match_dist=3.5, backend="numpy")
     assert seen[0] == seen[1] == 7.0
     seen.clear()

@@ -78,6 +78,15 @@ def test_ga_cards_and_their_meaning():
     assert len(build(source_name=long_name)["GA_SRC"]) == 60
 
 
+def test_detection_thresholds_card():
+    """GA_THR: the detection depth of each image (deeper than asked: automatic depth)."""
+    assert "GA_THR" not in build()  # a solution without detection thresholds
+    h = build(solution=solution(thresholds=(5.0, 2.0)))
+    assert h["GA_THR"] == "5.0/2.0" and "source/template" in h.comments["GA_THR"]
+    assert build(solution=solution(thresholds=(None, 1.5)))["GA_THR"] == "cat/1.5"
+    assert build(solution=solution(thresholds=(3.25, 5.0)))["GA_THR"] == "3.25/5.0"
+
+
 def test_template_cards_kept_but_layout_cards_not():
     h = build()
     for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "XTENSION", "PCOUNT", "GCOUNT",

@@ -287,23 +287,31 @@ def test_jwst_other_epoch_mirrored_rotated_distorted():
     assert stats["rms"] <= 0.18, stats
 
 
-def test_decam_sparse_pair():
+@pytest.mark.parametrize("auto_depth", [True, False])
+def test_decam_sparse_pair(auto_depth):
     """~8 sources each: it must align, or fail with TooFewStars/NoQuadMatch and a hint.
 
-    What happens today: it aligns on 8 matched sources. The WCS say identity, but
-    those WCS are only as good as each exposure's astrometry: 7 of the 8 sources
-    agree on a common offset of about (-0.5, -0.2) px (0.14" at 0.263"/px) and one
-    (an extended source) is 0.9 px off. Hence a 1 px tolerance against the WCS, and a
-    tighter check against the robust offset of the matched pairs at the centre
-    (measured: 0.86 px max against the WCS, 0.064 px at the centre).
+    What happens today: 8 usable sources at 5 sigma are fewer than 20, so automatic
+    depth detects both cut-outs down to 1.5 sigma and aligns on 12 matched sources
+    (without it: on 8). The WCS say identity, but those WCS are only as good as each
+    exposure's astrometry: 7 of the 8 bright sources agree on a common offset of about
+    (-0.5, -0.2) px (0.14" at 0.263"/px) and one (an extended source) is 0.9 px off.
+    Hence a 1 px tolerance against the WCS, and a tighter check against the robust
+    offset of the matched pairs at the centre (measured: 0.80 px max against the WCS,
+    0.042 px at the centre; without automatic depth 0.86 and 0.064 px).
     """
     try:
-        sol = gpualign.find_transform(*DECAM, backend="numpy")
+        sol = gpualign.find_transform(*DECAM, auto_depth=auto_depth, backend="numpy")
     except (gpualign.TooFewStars, gpualign.NoQuadMatch) as exc:  # the other allowed outcome
         assert exc.hint and "\n" not in str(exc)
         pytest.fail(f"the DECam pair used to align; now: {exc}")
-    assert 6 <= sol.stats["n_match"] <= 8
-    assert sol.degree == 1  # 8 pairs cannot support a distortion surface
+    if auto_depth:
+        assert sol.thresholds == (1.5, 1.5)
+        assert 10 <= sol.stats["n_match"] <= 14
+    else:
+        assert sol.thresholds == (5.0, 5.0)
+        assert 6 <= sol.stats["n_match"] <= 8
+    assert sol.degree == 1  # so few pairs cannot support a distortion surface
     dev = deviation_from_wcs(sol, *DECAM)
     assert dev.max() <= 1.0, dev.max()
     offset = np.median(sol.source_xy - sol.template_xy, axis=0)
@@ -324,7 +332,8 @@ def test_decam_sparse_pair_cli(tmp_path, restore_gpualign_logger):
     with fits.open(out) as hdul:
         assert hdul[0].data.shape == (256, 256)
         assert hdul[0].header["CTYPE1"] == "RA---TPV"  # the template's TPV WCS kept
-        assert 6 <= hdul[0].header["GA_NMAT"] <= 8
+        assert 10 <= hdul[0].header["GA_NMAT"] <= 14  # automatic depth: 1.5 sigma
+        assert hdul[0].header["GA_THR"] == "1.5/1.5"
 
 
 def test_2mass_j_vs_k():
