@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import sys
 import threading
 import weakref
 from collections import deque
@@ -27,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._transfers import _caller  # file:line of the first frame outside the stand-in
 
 __all__ = ["ALLOC_UNIT", "Allocation", "DeviceMemory", "MEMORY", "OutOfMemoryError"]
 
@@ -71,17 +71,6 @@ class Allocation:
     dtype: str
     shape: tuple[int, ...]
     where: str
-
-
-def _caller() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    frame = sys._getframe(2)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(here + os.sep):
-            return f"{filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "?"
 
 
 def pool_size(nbytes: int) -> int:
