@@ -3,6 +3,7 @@
 from gpualign._errors import (
     BackendUnavailable,
     GpuAlignError,
+    GpuAlignWarning,
     InputError,
     NoOverlap,
     NoQuadMatch,
@@ -29,6 +30,7 @@ __all__ = [
     "FitSettings",
     "FrameResult",
     "GpuAlignError",
+    "GpuAlignWarning",
     "InputError",
     "MatchSettings",
     "NoOverlap",

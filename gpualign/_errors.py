@@ -1,6 +1,10 @@
-"""Typed failures: each carries a one-line message and a hint for the user."""
+"""Typed failures and warnings: each carries a one-line message and a hint for the user."""
 
 from __future__ import annotations
+
+import warnings
+
+from astropy.utils.exceptions import AstropyUserWarning
 
 
 class GpuAlignError(ValueError):
@@ -45,3 +49,28 @@ class OutputError(GpuAlignError):
 
 class BackendUnavailable(GpuAlignError):
     """The requested array backend cannot run on this machine."""
+
+
+class GpuAlignWarning(AstropyUserWarning):
+    """A result that was produced but deserves a look: one line, with what to do.
+
+    Raised through :func:`warn` where the condition is known (a weak fit in the
+    pipeline, an unusable CuPy in the backend, an inexact output WCS in the products).
+    Silence it with ``warnings.simplefilter("ignore", gpualign.GpuAlignWarning)``.
+    """
+
+
+def warn(message: str, hint: str = "", stacklevel: int = 2) -> None:
+    """Issue a :class:`GpuAlignWarning` of one line, with a hint like the errors'.
+
+    Parameters
+    ----------
+    message : str
+        What is doubtful, one line.
+    hint : str, optional
+        What the user can check or change.
+    stacklevel : int
+        As for :func:`warnings.warn`, counted from the caller of this function.
+    """
+    text = f"{message} (hint: {hint})" if hint else message
+    warnings.warn(" ".join(text.split()), GpuAlignWarning, stacklevel=stacklevel + 1)

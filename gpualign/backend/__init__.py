@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from gpualign._errors import BackendUnavailable, GpuAlignError
+from gpualign._errors import BackendUnavailable, GpuAlignError, GpuAlignWarning, warn
 
 log = logging.getLogger("gpualign")
 
@@ -155,11 +155,16 @@ def _cupy_backend() -> Backend:
     try:
         cp, cndi = _import_cupy()
     except Exception as exc:  # ImportError, or a broken CUDA install raising anything
-        raise BackendUnavailable(
+        err = BackendUnavailable(
             f"CuPy cannot be imported ({type(exc).__name__}: {exc})".splitlines()[0],
             hint="install gpualign[cuda12] or gpualign[cuda13] on a CUDA machine, "
             "or use --backend numpy",
-        ) from None
+        )
+        # Not installed at all is the ordinary CPU machine; anything else is a broken one.
+        missing = (exc.name or str(exc).partition("named ")[2].strip("'\"")
+                   if isinstance(exc, ModuleNotFoundError) else "")
+        err.installed = missing.split(".")[0] not in ("cupy", "cupyx")
+        raise err from None
     try:
         n_dev = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -201,7 +206,9 @@ def get_backend(name: str | Backend = "auto") -> Backend:
     ----------
     name : {"auto", "numpy", "cupy"} or Backend
         ``"auto"`` uses CuPy when it imports and a CUDA device answers, otherwise
-        NumPy, and logs one line saying which and why. ``"cupy"`` raises
+        NumPy, and logs one line saying which and why; when CuPy is installed but
+        unusable (no device, a broken CUDA install) it also issues a
+        :class:`~gpualign.GpuAlignWarning` with the reason. ``"cupy"`` raises
         :class:`~gpualign.BackendUnavailable` when it cannot run. A :class:`Backend`
         is returned unchanged.
 
@@ -232,6 +239,9 @@ def get_backend(name: str | Backend = "auto") -> Backend:
     except BackendUnavailable as exc:
         backend = numpy_backend(f"CuPy not used: {exc.args[0]}")
         log.info("backend: numpy (%s)", backend.reason)
+        if getattr(exc, "installed", True):
+            warn(f"CuPy is installed but unusable, running on the CPU: {exc.args[0]}",
+                 hint=exc.hint, stacklevel=2)
         return backend
     log.info("backend: cupy on %s (%s)", backend.device, backend.reason)
     return backend
@@ -254,9 +264,13 @@ def backend_report() -> dict[str, str]:
         ``scipy`` and, when CuPy imports, ``cupy``, ``cuda_runtime`` and
         ``cuda_driver``.
     """
+    import warnings
+
     from gpualign.backend import _host
 
-    backend = get_backend("auto")
+    with warnings.catch_warnings():  # the report says why CuPy is not used
+        warnings.simplefilter("ignore", GpuAlignWarning)
+        backend = get_backend("auto")
     report = {
         "backend": backend.name,
         "reason": backend.reason,

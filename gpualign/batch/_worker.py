@@ -14,13 +14,14 @@ import os
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpualign import _progress
-from gpualign._errors import InputError
+from gpualign._errors import GpuAlignWarning, InputError
 from gpualign.batch._types import BatchContext, FrameResult, FrameTask
 
 log = logging.getLogger("gpualign")
@@ -47,7 +48,11 @@ _backends: dict[str, Any] = {}
 
 
 def worker_setup(log_level: int) -> None:
-    """In a worker process: no progress display, gpualign records collected per frame."""
+    """In a worker process: no progress display, gpualign records collected per frame.
+
+    A :class:`~gpualign.GpuAlignWarning` becomes a WARNING record of the frame (sent to
+    the parent with its other records, where it is one line), every time it occurs.
+    """
     global _collector
     _progress.configure(enabled=False)
     if _collector is None:
@@ -55,7 +60,22 @@ def worker_setup(log_level: int) -> None:
         logger = logging.getLogger("gpualign")
         logger.handlers[:] = [_collector]
         logger.propagate = False
+        warnings.filterwarnings("always", category=GpuAlignWarning)
+        warnings.showwarning = _warning_to_log(warnings.showwarning)
     logging.getLogger("gpualign").setLevel(log_level)
+
+
+def _warning_to_log(previous: Any) -> Any:
+    """A ``warnings.showwarning`` logging a GpuAlignWarning at WARNING (others as before)."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any,
+             **kwargs: Any) -> None:
+        if isinstance(category, type) and issubclass(category, GpuAlignWarning):
+            log.warning("%s", (str(message).splitlines() or [category.__name__])[0])
+        else:
+            previous(message, category, *args, **kwargs)
+
+    return show
 
 
 def backend_for(name: str) -> Any:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gpualign._errors import BackendUnavailable, GpuAlignError, InputError
+from gpualign._errors import BackendUnavailable, GpuAlignError, GpuAlignWarning, InputError
 from gpualign._version import __version__
 from gpualign.detect import DetectSettings
 from gpualign.fit import FitSettings
@@ -51,13 +51,32 @@ def _setup_logging(verbose: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    import warnings
+
     if verbose <= 0:
         # Library noise (astropy's and NumPy's warnings, astropy's log) only at -v: by
         # default a failure is the one line of `fail`.
-        import warnings
-
         warnings.simplefilter("ignore")
         logging.getLogger("astropy").setLevel(logging.ERROR)
+    # gpualign's own warnings always: one stderr line each, every time.
+    warnings.filterwarnings("always", category=GpuAlignWarning)
+    if not getattr(warnings.showwarning, "_gpualign", False):
+        warnings.showwarning = _show_warning(warnings.showwarning)
+
+
+def _show_warning(previous: Any) -> Any:
+    """A ``warnings.showwarning`` printing a GpuAlignWarning as one stderr line."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any,
+             **kwargs: Any) -> None:
+        if isinstance(category, type) and issubclass(category, GpuAlignWarning):
+            first = (str(message).splitlines() or [category.__name__])[0]
+            typer.echo(f"gpualign: warning: {first}", err=True)
+        else:
+            previous(message, category, *args, **kwargs)
+
+    show._gpualign = True  # type: ignore[attr-defined]
+    return show
 
 
 def fail(exc: BaseException, verbose: int) -> typer.Exit:

@@ -14,10 +14,17 @@ import time
 
 import numpy as np
 
-from gpualign._errors import NoOverlap, TooFewStars
+from gpualign._errors import NoOverlap, TooFewStars, warn
 from gpualign.backend import Backend, get_backend
 from gpualign.detect import Catalog, DetectSettings, filter_catalog, keep_brightest
-from gpualign.fit import FitSettings, choose_degree, robust_fit, robust_fit_model, select_model
+from gpualign.fit import (
+    MAX_DEGREE,
+    FitSettings,
+    choose_degree,
+    robust_fit,
+    robust_fit_model,
+    select_model,
+)
 from gpualign.fit._distortion import select_distortion
 from gpualign.match import MatchSettings, NeighbourIndex, cross_match, quad_match
 from gpualign.products import Solution, fit_statistics
@@ -25,7 +32,20 @@ from gpualign.transform import Transform, fit_transform
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["solve", "check_overlap", "template_norm"]
+__all__ = ["solve", "check_overlap", "template_norm", "FEW_MATCHES", "HIGH_RMS_PX",
+           "HIGH_RMS_FWHM", "EXTRAPOLATION"]
+
+#: Fewer matched pairs than this: a 6-parameter affine fit has too few spare pairs to
+#: reject a wrong match or to show a distortion (the fit runs, with a warning).
+FEW_MATCHES = 10
+#: Residual RMS (template px) above ``max(HIGH_RMS_PX, HIGH_RMS_FWHM * FWHM)``: a good
+#: fit reaches ~0.01-0.1 px; half a pixel (or 15% of a broad PSF) leaves visible
+#: dipoles in a difference image.
+HIGH_RMS_PX = 0.5
+HIGH_RMS_FWHM = 0.15
+#: Fraction of the overlap's extent by which it reaches beyond the matched stars' box
+#: before a warning: there the mapping is extrapolated (the distortion frozen).
+EXTRAPOLATION = 0.25
 
 
 def template_norm(tmpl: Catalog) -> tuple[float, float, float, float]:
@@ -194,11 +214,80 @@ def solve(
     timings["fit"] = time.perf_counter() - t1
     stats = fit_statistics(inverse, inl_t, inl_s)
     thresholds = tuple(getattr(c, "thresh", None) for c in (src_cat, tmpl_cat))
-    return Solution(
+    solution = Solution(
         t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
         src_cat.shape, tmpl_cat.shape, timings, model, model_scores, dist, dist_scores,
         thresholds=None if thresholds == (None, None) else thresholds,
     )
+    warn_weak_fit(solution, fwhm=float(np.nanmedian(tmpl.fwhm)) if len(tmpl) else np.nan,
+                  degree_chosen=fit.spline_order is None)
+    return solution
+
+
+def warn_weak_fit(solution: Solution, *, fwhm: float = np.nan,
+                  degree_chosen: bool = True) -> None:
+    """Issue a :class:`~gpualign.GpuAlignWarning` for each doubtful side of a solution.
+
+    Few matches (< :data:`FEW_MATCHES`), a residual RMS above
+    ``max(HIGH_RMS_PX, HIGH_RMS_FWHM * fwhm)``, a cross-validated degree at its cap
+    (:data:`~gpualign.fit.MAX_DEGREE`, when ``degree_chosen``), an overlap reaching more than
+    :data:`EXTRAPOLATION` of its extent beyond the matched stars' box, a mirrored
+    solution.
+
+    Parameters
+    ----------
+    solution : Solution
+        The solved mapping with its matched pairs and statistics.
+    fwhm : float
+        Median FWHM of the template's stars (px); NaN when unknown.
+    degree_chosen : bool
+        Whether the degree was chosen by cross-validation (not given by the user).
+    """
+    n, rms = int(solution.stats["n_match"]), float(solution.stats["rms"])
+    if n < FEW_MATCHES:
+        warn(f"only {n} matched stars: the mapping is poorly constrained and a wrong match "
+             "would go unnoticed", hint="check the result; detect deeper (lower "
+             "sep_thresh) or give larger overlapping images", stacklevel=3)
+    limit = max(HIGH_RMS_PX, HIGH_RMS_FWHM * fwhm) if np.isfinite(fwhm) else HIGH_RMS_PX
+    if np.isfinite(rms) and rms > limit:
+        warn(f"high fit residuals: rms {rms:.3g} px over {n} matched stars (above "
+             f"{limit:.2g} px)", hint="check for a wrong match or a distortion the model "
+             "misses; try --distortion tps or a smaller max_match_dist", stacklevel=3)
+    if degree_chosen and solution.distortion == "poly" and solution.degree >= MAX_DEGREE:
+        warn(f"the distortion degree chosen by cross-validation is the cap ({MAX_DEGREE}): "
+             "the distortion may need more than the polynomial can give",
+             hint="check the residuals near the corners, or try --distortion tps",
+             stacklevel=3)
+    beyond = _extrapolation(solution)
+    if beyond > EXTRAPOLATION:
+        frozen = " (the distortion is frozen there)" if solution.degree > 1 else ""
+        warn(f"the mapping is extrapolated up to {beyond:.0%} of the overlap beyond the "
+             f"matched stars{frozen}", hint="check the result away from the stars; deeper "
+             "detection spreads the stars over the whole overlap", stacklevel=3)
+    if solution.mirrored:
+        warn("the solution is mirrored: the source is a mirror image of the template",
+             hint="expected for a flipped camera or optics; otherwise the match is wrong: "
+             "set allow_mirror=False (--no-mirror)", stacklevel=3)
+
+
+def _extrapolation(solution: Solution) -> float:
+    """Largest reach of the overlap beyond the matched stars' box, per axis extent."""
+    src_shape, tmpl_shape = solution.source_shape, solution.template_shape
+    if src_shape is None or tmpl_shape is None or len(solution.template_xy) < 2:
+        return 0.0
+    ny, nx = tmpl_shape
+    gy, gx = np.meshgrid(np.linspace(0, ny - 1, 65), np.linspace(0, nx - 1, 65), indexing="ij")
+    sx, sy = solution.transform(gx, gy)
+    inside = ((sx >= -0.5) & (sx <= src_shape[1] - 0.5) & (sy >= -0.5)
+              & (sy <= src_shape[0] - 0.5))
+    if not inside.any():
+        return 0.0
+    lo_o = np.array([gx[inside].min(), gy[inside].min()])
+    hi_o = np.array([gx[inside].max(), gy[inside].max()])
+    lo_s, hi_s = solution.template_xy.min(axis=0), solution.template_xy.max(axis=0)
+    extent = np.maximum(hi_o - lo_o, 1.0)
+    gap = np.maximum(np.maximum(lo_s - lo_o, hi_o - hi_s), 0.0)
+    return float((gap / extent).max())
 
 
 def _usable(cat: Catalog, fkw: dict) -> Catalog:

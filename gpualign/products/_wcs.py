@@ -23,11 +23,18 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, Sip
 
+from gpualign._errors import warn
 from gpualign.transform import Transform
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["celestial_wcs", "compose_wcs", "shift_wcs", "output_wcs", "wcs_error_px"]
+__all__ = ["celestial_wcs", "compose_wcs", "shift_wcs", "output_wcs", "wcs_error_px",
+           "WCS_WARN_PX"]
+
+#: Error (source px) of a composed WCS above which a GpuAlignWarning is issued: a
+#: hundredth of a pixel is below the centroid error of even bright stars, so a WCS
+#: within it adds nothing measurable to astrometry made on the output; beyond it, it does.
+WCS_WARN_PX = 0.01
 
 
 def celestial_wcs(header: fits.Header | None) -> WCS | None:
@@ -175,6 +182,8 @@ def compose_wcs(src: WCS, t: Transform, shape: tuple[int, int], *, tol_px: float
         Achieved maximum error on a check grid over the whole output (source pixels).
         The SIP is fitted where T's surfaces are not clipped (the stars' box), and
         reaches ``tol_px`` there; beyond it the frozen surfaces are not a polynomial.
+        Above :data:`WCS_WARN_PX` (or ``tol_px`` if larger) a
+        :class:`~gpualign.GpuAlignWarning` is issued.
     """
     ny, nx = shape
     core = _linear_core(src, t)
@@ -210,7 +219,13 @@ def compose_wcs(src: WCS, t: Transform, shape: tuple[int, int], *, tol_px: float
         log.info("composed WCS reproduces source WCS o T to %.2g px (target %.2g)",
                  best[1], tol_px)
     # what is reported: the whole output grid (the clipped edges included)
-    return best[0], max(best[1], wcs_error_px(best[0], src, t, shape))
+    err = max(best[1], wcs_error_px(best[0], src, t, shape))
+    if err > max(tol_px, WCS_WARN_PX):
+        warn(f"the output WCS (source WCS composed with the mapping, as TAN-SIP) is off by "
+             f"up to {err:.3g} px (tolerance {max(tol_px, WCS_WARN_PX):g} px; GA_WCSER "
+             "records it)", hint="give the template a WCS, or re-solve the output's "
+             "astrometry where sub-pixel world coordinates matter", stacklevel=2)
+    return best[0], err
 
 
 def output_wcs(
