@@ -219,7 +219,8 @@ def solve(
         src_cat.shape, tmpl_cat.shape, timings, model, model_scores, dist, dist_scores,
         thresholds=None if thresholds == (None, None) else thresholds,
     )
-    warn_weak_fit(solution, fwhm=float(np.nanmedian(tmpl.fwhm)) if len(tmpl) else np.nan,
+    fwhm = tmpl.fwhm[np.isfinite(tmpl.fwhm)]  # a catalogue without FWHMs has none
+    warn_weak_fit(solution, fwhm=float(np.median(fwhm)) if len(fwhm) else np.nan,
                   degree_chosen=fit.spline_order is None)
     return solution
 
