@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from astropy.utils.exceptions import AstropyUserWarning
 
@@ -74,3 +77,32 @@ def warn(message: str, hint: str = "", stacklevel: int = 2) -> None:
     """
     text = f"{message} (hint: {hint})" if hint else message
     warnings.warn(" ".join(text.split()), GpuAlignWarning, stacklevel=stacklevel + 1)
+
+
+@contextmanager
+def record_warnings() -> Iterator[list[str]]:
+    """Collect the messages of the :class:`GpuAlignWarning` shown inside, still showing them.
+
+    Each warning goes on to the ``warnings.showwarning`` in place (the CLI's one stderr
+    line, a batch worker's log record) at the moment it is issued; its message is also
+    appended to the yielded list. The filters in place decide what is shown, and so
+    what is recorded. Not thread-safe (as :class:`warnings.catch_warnings`): use it
+    where one frame runs at a time in the process.
+
+    Yields
+    ------
+    list of str
+        The messages, in the order they were shown.
+    """
+    caught: list[str] = []
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any,
+                 **kwargs: Any) -> None:
+            if isinstance(category, type) and issubclass(category, GpuAlignWarning):
+                caught.append(str(message))
+            previous(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield caught

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gpualign import _progress
-from gpualign._errors import InputError
+from gpualign._errors import InputError, record_warnings
 from gpualign._settings import split_settings
 from gpualign._system import usable_cores
 from gpualign.batch._dask import open_client, run_on_dask
@@ -274,7 +274,11 @@ def run_frames(tasks: Sequence[FrameTask], ctx: BatchContext, *, processes: int 
     else:
         with _progress.suppressed():
             for t in tasks:
-                emit(frame_fn(t, ctx))
+                with record_warnings() as caught:  # shown as they come, and kept
+                    r = frame_fn(t, ctx)
+                if not r.warnings:  # else a collector of this process kept them
+                    r.warnings.extend(caught)
+                emit(r)
     return [done[t.index] for t in tasks]
 
 

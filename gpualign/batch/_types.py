@@ -52,6 +52,9 @@ class FrameResult:
         The fit (in memory only).
     result : AlignResult or None
         The aligned image, when no output directory is given.
+    warnings : list of str
+        The messages of the :class:`~gpualign.GpuAlignWarning` issued for this frame
+        and shown (a worker process's are sent back with its result).
     """
 
     index: int
@@ -69,6 +72,7 @@ class FrameResult:
     solution: Any = field(default=None, repr=False)
     result: Any = field(default=None, repr=False)
     logs: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -71,7 +71,8 @@ def _warning_to_log(previous: Any) -> Any:
     def show(message: Warning | str, category: type[Warning], *args: Any,
              **kwargs: Any) -> None:
         if isinstance(category, type) and issubclass(category, GpuAlignWarning):
-            log.warning("%s", (str(message).splitlines() or [category.__name__])[0])
+            log.warning("%s", (str(message).splitlines() or [category.__name__])[0],
+                        extra={"gpualign_warning": str(message)})
         else:
             previous(message, category, *args, **kwargs)
 
@@ -187,4 +188,5 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
         if _collector is not None:
             _collector.lists.pop(threading.get_ident(), None)
         res.logs = sink
+        res.warnings.extend(d["gpualign_warning"] for d in sink if "gpualign_warning" in d)
     return res

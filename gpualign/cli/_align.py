@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from gpualign import _progress
-from gpualign._errors import InputError
+from gpualign._errors import InputError, record_warnings
 from gpualign.backend import get_backend
 from gpualign.batch import (
+    FrameResult,
     make_tasks,
     output_directory,
     output_name,
     run_batch,
     summary_table,
+)
+from gpualign.cli._report import (
+    batch_entry,
+    build_report,
+    check_report,
+    frame_entry,
+    write_report,
 )
 from gpualign.detect import DetectSettings, read_sextractor
 from gpualign.fit import FitSettings
@@ -40,11 +49,13 @@ SINGLE_SOURCE_OPTIONS = ("source_mask", "mask_ext", "source_weight", "weight_ext
 EVERY_SOURCE_OPTIONS = ("conserve_flux", "preserve_footprints")
 
 
-def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...]) -> None:
+def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...],
+                 report: Path | None = None) -> None:
     """InputError, before anything is read or created, for a batch that cannot run.
 
-    Every source must exist, ``output`` must be (or become) a directory, and no two
-    outputs may collide or replace an input.
+    Every source must exist, ``output`` must be (or become) a directory, no two
+    outputs may collide or replace an input, and the ``report`` (when given) may be
+    neither an input nor a frame's output.
     """
     for src in sources:
         if not Path(src).is_file():
@@ -54,7 +65,14 @@ def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...]) 
     outdir = Path(output).absolute()
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"{output} is not a directory", hint="several sources need -o OUTDIR")
-    make_tasks(sources, outdir, protected)
+    tasks = make_tasks(sources, outdir, protected)
+    if report is not None:
+        check_report(report, [*sources, *protected], [t.output for t in tasks])
+
+
+def _write_batch_report(report: Path, results: list[FrameResult], backend: str) -> None:
+    """The ``--report`` of a batch: one frame per result, in the batch's order."""
+    write_report(build_report([batch_entry(r, backend) for r in results]), report)
 
 
 def run_align(sources: list[Path], template: Path | None, output: Path, *,
@@ -64,11 +82,14 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               interp_order: int, cval: float, backend: str, threads: int | None,
               overwrite: bool, skip_existing: bool = False, scheduler: str | None = None,
               workers: int | None = None, quiet: bool = False,
-              extras: dict[str, Any] | None = None, max_memory: float | None = None) -> None:
+              extras: dict[str, Any] | None = None, max_memory: float | None = None,
+              report: Path | None = None) -> None:
     """Align each source onto the template; several sources go into a directory.
 
     ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` and
-    :data:`EVERY_SOURCE_OPTIONS` (None or False: not given).
+    :data:`EVERY_SOURCE_OPTIONS` (None or False: not given). ``report``: write a JSON
+    report of every frame there (:mod:`gpualign.cli._report`) after the run; for a
+    single source only when it was aligned, for a batch also when frames failed.
 
     Raises
     ------
@@ -87,7 +108,12 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--overwrite and --skip-existing exclude each other",
                          hint="--overwrite replaces outputs, --skip-existing keeps them")
     if len(sources) > 1:
-        _check_batch(sources, output, protected=(template, template_cat))
+        _check_batch(sources, output, protected=(template, template_cat), report=report)
+    elif report is not None:
+        single_out = output_name(sources[0], output) if output.is_dir() else output
+        check_report(report, [sources[0], template, template_cat, source_cat,
+                              extras.get("source_mask"), extras.get("source_weight")],
+                     [single_out, extras.get("save_transform")])
     if output_shape is not None and min(output_shape) < 1:
         raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
     FrameOptions(interp_order=interp_order, cval=cval, threads=threads, max_memory=max_memory,
@@ -105,6 +131,10 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
             output = output_name(sources[0], output)
         if skip_existing and output.exists():
             log.warning("%s exists, skipped (--skip-existing)", output)
+            if report is not None:
+                write_report(build_report([frame_entry(
+                    sources[0], output, None, backend=be.name, seconds=0.0, warnings=[],
+                    status="skipped", message="output exists")]), report)
             return
         src_det = None
         if source_cat is not None:
@@ -114,9 +144,17 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
             output=output, overwrite=overwrite, max_memory=max_memory,
             protected=(template, template_cat, source_cat),
             weight_type=extras.pop("weight_type", None) or "variance", **extras)
-        frame = run_frame(sources[0], side, detect=det, match=mat, fit=fit, backend=be,
-                          options=options, source_det=src_det)
+        t0 = time.perf_counter()
+        with record_warnings() as caught:  # still shown as they come
+            frame = run_frame(sources[0], side, detect=det, match=mat, fit=fit, backend=be,
+                              options=options, source_det=src_det)
         log_stats(Path(sources[0]).name, frame.solution)
+        if report is not None:
+            s = frame.solution.stats
+            entry = frame_entry(sources[0], output, frame.solution, backend=be.name,
+                                seconds=time.perf_counter() - t0, warnings=caught,
+                                message=f"{int(s['n_match'])} matches, rms {s['rms']:.3f} px")
+            write_report(build_report([entry]), report)
         return
     cat = detect_template(side, det, mat)  # once for the whole batch
     results = run_batch(
@@ -126,6 +164,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         scheduler=scheduler, workers=workers, show=False if quiet else None,
         protected=(template, template_cat), max_memory=max_memory,
         **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
+    if report is not None:  # also when frames failed: the report says which and why
+        _write_batch_report(report, results, be.name)
     if not quiet:
         typer.echo(summary_table(results))
     if any(not r.ok for r in results):

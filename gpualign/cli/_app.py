@@ -299,6 +299,12 @@ def align(
         typer.Option(help="Save the found transform (JSON) for gpualign apply.",
                      rich_help_panel=OUTPUT),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write a JSON report of each frame (matches, residuals, model, "
+                     "held-out scores, depth, timings, warnings); not written when a "
+                     "single source fails.", rich_help_panel=OUTPUT),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("-q", "--quiet", help="No progress, no summary.", rich_help_panel=OUTPUT),
@@ -348,6 +354,7 @@ def align(
             output_shape=output_shape, interp_order=interp_order, cval=cval, backend=backend,
             threads=threads, overwrite=overwrite, skip_existing=skip_existing,
             scheduler=scheduler, workers=workers, quiet=quiet, max_memory=max_memory,
+            report=report,
             extras=dict(source_mask=source_mask, mask_ext=mask_ext,
                         source_weight=source_weight, weight_ext=weight_ext,
                         weight_type=weight_type, conserve_flux=conserve_flux,

@@ -126,7 +126,8 @@ def test_align_panels_hold_the_expected_options():
         FIT: {"--spline-order", "--transform", "--distortion", "--simple"},
         RESAMPLING: {"--output-shape", "--interp-order", "--cval", "--conserve-flux",
                      "--preserve-footprints"},
-        OUTPUT: {"--output", "--overwrite", "--save-transform", "--quiet", "--verbose"},
+        OUTPUT: {"--output", "--overwrite", "--save-transform", "--report", "--quiet",
+                 "--verbose"},
         BATCH: {"--skip-existing", "--scheduler", "--workers"},
         BACKEND: {"--backend", "--threads", "--max-memory"},
     }
