@@ -19,7 +19,7 @@ from typing import Any
 
 from gpualign._errors import InputError, OutputError
 
-__all__ = ["usable_cores", "available_memory", "umask", "write_text_atomic",
+__all__ = ["usable_cores", "available_memory", "virtual_memory_size", "umask", "write_text_atomic",
            "refuse_overwriting_inputs", "remove_stale_temporaries",
            "temporary_beside", "fork_workers", "forked_pool", "mp_context",
            "limit_blas_threads", "single_threaded_blas", "reporting_write_errors"]
@@ -52,6 +52,17 @@ def _cgroup_headroom() -> int | None:
     return None
 
 
+def virtual_memory_size() -> int | None:
+    """Bytes of address space this process holds (``VmSize``; None where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _address_space_headroom() -> int | None:
     """Bytes the address-space limit (``ulimit -v``) still allows, if one is set."""
     import resource
@@ -59,13 +70,8 @@ def _address_space_headroom() -> int | None:
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft == resource.RLIM_INFINITY:
         return None
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return max(soft - int(line.split()[1]) * 1024, 0)
-    except OSError:
-        pass
-    return soft
+    held = virtual_memory_size()
+    return soft if held is None else max(soft - held, 0)
 
 
 def available_memory() -> int:

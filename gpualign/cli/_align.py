@@ -32,6 +32,7 @@ from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
 from gpualign.pipeline import (
     FrameOptions,
+    check_output_shape,
     detect_template,
     log_stats,
     prepare_template,
@@ -114,8 +115,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         check_report(report, [sources[0], template, template_cat, source_cat,
                               extras.get("source_mask"), extras.get("source_weight")],
                      [single_out, extras.get("save_transform")])
-    if output_shape is not None and min(output_shape) < 1:
-        raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
+    if output_shape is not None:
+        check_output_shape(output_shape, "--output-shape")
     FrameOptions(interp_order=interp_order, cval=cval, threads=threads, max_memory=max_memory,
                  weight_type=extras.get("weight_type") or "variance")  # before any work
     _progress.configure(enabled=not quiet)

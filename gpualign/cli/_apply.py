@@ -16,7 +16,13 @@ from pathlib import Path
 from gpualign._errors import InputError
 from gpualign.backend import get_backend
 from gpualign.io import image_shape, load_image, read_header
-from gpualign.pipeline import FrameOptions, TemplateSide, check_image_memory, warp_frame
+from gpualign.pipeline import (
+    FrameOptions,
+    TemplateSide,
+    check_image_memory,
+    check_output_shape,
+    warp_frame,
+)
 from gpualign.products import load_solution
 
 log = logging.getLogger("gpualign")
@@ -39,8 +45,8 @@ def run_apply(
     One image: ``output`` is the file (or an existing directory to write into).
     Several: ``output`` is a directory and each goes to ``<stem>_aligned.fits``.
     """
-    if output_shape is not None and min(output_shape) < 1:
-        raise InputError(f"--output-shape must be two positive integers, got {output_shape}")
+    if output_shape is not None:
+        check_output_shape(output_shape, "--output-shape")
     solution = load_solution(transform_file)
     shape = tuple(output_shape) if output_shape else solution.template_shape
     if shape is None:

@@ -1,6 +1,12 @@
 """Registration end to end: solve, the public API, and the ONE frame runner."""
 
-from gpualign.pipeline._api import align, apply_transform, bare_solution, find_transform
+from gpualign.pipeline._api import (
+    align,
+    apply_transform,
+    bare_solution,
+    check_output_shape,
+    find_transform,
+)
 from gpualign.pipeline._runner import (
     FrameOptions,
     FrameOutput,
@@ -23,6 +29,7 @@ __all__ = [
     "apply_transform",
     "bare_solution",
     "check_image_memory",
+    "check_output_shape",
     "detect_template",
     "find_transform",
     "log_stats",

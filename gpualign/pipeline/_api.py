@@ -143,10 +143,11 @@ def find_transform(
     return solution
 
 
-def _check_output_shape(output_shape: Any) -> tuple[int, int]:
+def check_output_shape(output_shape: Any, name: str = "output_shape") -> tuple[int, int]:
     """Reject an unusable output shape with an InputError; return it as two ints.
 
-    The other warp options are checked by :class:`FrameOptions`.
+    The other warp options are checked by :class:`FrameOptions`. ``name`` is what the
+    message calls it (``--output-shape`` on the command line).
     """
     try:
         shape = tuple(int(v) for v in output_shape)
@@ -155,7 +156,7 @@ def _check_output_shape(output_shape: Any) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InputError(f"output_shape must be two positive integers (ny, nx), "
+        raise InputError(f"{name} must be two positive integers (ny, nx), "
                          f"got {output_shape!r}",
                          hint="the output grid's rows and columns, e.g. (4096, 4096); "
                          "omit it for the template's")
@@ -233,7 +234,7 @@ def apply_transform(
         output_shape = transform.template_shape
     if output_shape is None:
         raise InputError("output_shape is needed (the transform records no template shape)")
-    shape = _check_output_shape(output_shape)
+    shape = check_output_shape(output_shape)
     options = FrameOptions(interp_order=interp_order, cval=cval, dtype=dtype,
                            threads=threads, source_mask=mask, source_weight=source_weight,
                            weight_type=weight_type, conserve_flux=conserve_flux,
@@ -345,7 +346,7 @@ def align(
     if unknown:
         raise TypeError(f"align() got an unexpected keyword argument {unknown[0]!r}")
     if output_shape is not None:
-        _check_output_shape(output_shape)
+        check_output_shape(output_shape)
     (det, mat, fit), rest = split_settings(find_kwargs, DetectSettings, MatchSettings,
                                            FitSettings)
     options = FrameOptions(  # validated here, before anything is read

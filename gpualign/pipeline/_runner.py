@@ -61,7 +61,7 @@ from gpualign.products import (
     output_wcs_cards,
     source_variance,
 )
-from gpualign.warp import default_threads, warp
+from gpualign.warp import bits_present, default_threads, warp
 
 log = logging.getLogger("gpualign")
 
@@ -408,8 +408,7 @@ def _mask_planes(mask: Any) -> tuple[int, int]:
         return 1, 1
     if m.dtype.kind not in "iu":
         return m.dtype.itemsize, 64
-    bits = int(np.bitwise_or.reduce(m, axis=None).astype(np.uint64))
-    return m.dtype.itemsize, bin(bits).count("1")
+    return m.dtype.itemsize, bin(bits_present(m)).count("1")
 
 
 def _plan_output(o: FrameOptions, shape: tuple[int, int], data: np.ndarray, mask: Any,

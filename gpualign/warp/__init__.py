@@ -3,6 +3,7 @@
 from gpualign.warp._resample import (
     TILE_PIXELS,
     WarpResult,
+    bits_present,
     default_threads,
     kernel_reach,
     prefilter,
@@ -10,5 +11,5 @@ from gpualign.warp._resample import (
     warp,
 )
 
-__all__ = ["TILE_PIXELS", "WarpResult", "default_threads", "kernel_reach", "prefilter",
-           "tile_rows_for", "warp"]
+__all__ = ["TILE_PIXELS", "WarpResult", "bits_present", "default_threads", "kernel_reach",
+           "prefilter", "tile_rows_for", "warp"]

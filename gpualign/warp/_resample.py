@@ -34,8 +34,8 @@ from gpualign.warp._sampler import TileSampler, empty_like_tile
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["WarpResult", "warp", "kernel_reach", "default_threads", "tile_rows_for",
-           "tile_bytes_per_pixel"]
+__all__ = ["bits_present", "WarpResult", "warp", "kernel_reach", "default_threads",
+           "tile_rows_for", "tile_bytes_per_pixel"]
 
 TILE_PIXELS = 1 << 20  # output pixels per tile
 PREFILTER_COLS = 256  # columns per block of the prefilter's axis-0 pass (CPU)
@@ -125,7 +125,7 @@ def prefilter(
     return out
 
 
-def _bits_present(m: np.ndarray) -> int:
+def bits_present(m: np.ndarray) -> int:
     """OR of all values of an integer or bool mask, as the bits of its uint64 cast."""
     if m.size == 0:
         return 0
@@ -450,7 +450,7 @@ def _mask_planes(backend: Backend, mask: Any, shape: tuple[int, ...],
     if m.dtype.kind not in "biu":
         m = m.astype(np.uint64)
     planes: list[tuple[int, Any]] = []
-    present = _bits_present(m)
+    present = bits_present(m)
     if present:
         size = 2 * kernel_reach(order) + 1
         m_dev = backend.to_device(np.ascontiguousarray(m))  # once; planes on the device

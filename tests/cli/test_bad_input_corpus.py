@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 from gpualign._simulate import make_mapping, simulate_pair
+from gpualign._system import virtual_memory_size
 
 #: Seconds before a case counts as hung.
 CASE_TIMEOUT_S = 60
@@ -354,13 +355,6 @@ def manifest(root: Path) -> dict[str, str]:
     return out
 
 
-def _vm_size() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _run_case(case: Case, world: Path, logs: Path, limit: int) -> dict:
     out, err = logs / f"{case.name}.out", logs / f"{case.name}.err"
     t0 = time.monotonic()
@@ -410,7 +404,7 @@ def drive(root: Path) -> None:
     shutil.copytree(world, pristine, symlinks=True)
     import gpualign.cli  # noqa: F401  (imported once; each case is a fork)
 
-    limit = _vm_size() + HEADROOM_BYTES
+    limit = (virtual_memory_size() or 0) + HEADROOM_BYTES
     results = {}
     for case in CASES:
         res = _run_case(case, world, logs, limit)

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpualign._errors import GpuAlignError
+from gpualign._system import virtual_memory_size
 from gpualign.detect._catalog import as_catalog, read_sextractor
 from gpualign.io import image_shape, load_image, load_mask, load_weight, read_header
 from gpualign.products import Solution, load_transform
@@ -56,11 +57,10 @@ FUZZ = settings(max_examples=250, derandomize=True, database=None, deadline=None
 # -- the memory limit ----------------------------------------------------------------------
 
 def _vm_size() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
+    held = virtual_memory_size()
+    if held is None:
+        raise RuntimeError("no VmSize in /proc/self/status")
+    return held
 
 
 @contextlib.contextmanager

@@ -4,8 +4,6 @@ explicit ``max_memory`` (``--max-memory``) sets the budget either way."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -13,7 +11,7 @@ from typer.testing import CliRunner
 
 import gpualign
 import gpualign.pipeline._runner as runner
-from gpualign._system import available_memory
+from gpualign._system import available_memory, virtual_memory_size
 from gpualign.cli import app
 from gpualign.pipeline._memory import GIB, warp_memory
 
@@ -45,8 +43,7 @@ def test_available_memory_respects_an_address_space_limit():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     free = available_memory()
-    status = Path("/proc/self/status").read_text().splitlines()
-    vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    vm = virtual_memory_size()
     resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), hard))
     try:
         assert available_memory() <= min(free, 1 << 30)
