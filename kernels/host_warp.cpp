@@ -44,13 +44,38 @@
 #include <cstdlib>
 
 #include "gpualign_warp.cuh"
+#include "host_simd.h"
 
 namespace {
+
+// Whether this CPU runs the AVX2 path of host_simd.h (checked once, at run time, so
+// one build serves every x86-64 CPU); GA_HOST_SIMD=0 in the environment turns it off.
+bool use_simd() {
+#ifdef GA_HAVE_AVX2_PATH
+    static const bool on = [] {
+        const char* env = std::getenv("GA_HOST_SIMD");
+        if (env && env[0] == '0') return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    return on;
+#else
+    return false;
+#endif
+}
 
 template <int ORDER>
 void sample_rows(const float* img, long long h, long long w, const double* sy,
                  const double* sx, long long rows, long long cols, float* out,
                  long long out_stride) {
+#ifdef GA_HAVE_AVX2_PATH
+    if (ORDER > 0 && use_simd()) {
+        for (long long r = 0; r < rows; ++r)
+            gpualign_simd::sample_row_avx2<ORDER>(img, h, w, sy + r * cols, sx + r * cols,
+                                                  cols, out + r * out_stride);
+        return;
+    }
+#endif
     for (long long r = 0; r < rows; ++r) {
         const double* ry = sy + r * cols;
         const double* rx = sx + r * cols;
@@ -153,7 +178,10 @@ int filter_block(float* base, long long n, long long step, long long lanes,
 
 extern "C" {
 
-int ga_host_abi(void) { return 2; }
+int ga_host_abi(void) { return 3; }
+
+// 1 when sampling takes the AVX2 path of host_simd.h on this CPU, else 0.
+int ga_host_simd(void) { return use_simd() ? 1 : 0; }
 
 int ga_host_prefilter_rows(float* img, long long h, long long w, long long row0,
                            long long row1, int order) {

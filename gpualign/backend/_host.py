@@ -30,7 +30,7 @@ __all__ = ["LIB_NAME", "prefilter", "sample", "status"]
 
 LIB_NAME = "libgpualign_host.so"
 #: Interface version the library must report (``ga_host_abi``).
-ABI = 2
+ABI = 3
 #: Bytes of float64 buffer one column block of the prefilter may use.
 _COLUMN_BUFFER_BYTES = 32 << 20
 _ENV = "GPUALIGN_HOST_SAMPLER"
@@ -52,9 +52,11 @@ def _load() -> tuple[Any, str]:
         lib.ga_host_sample.argtypes = [vp, ll, ll, vp, ll, ll, i, vp, ll]
         for name in ("ga_host_prefilter_rows", "ga_host_prefilter_cols"):
             getattr(lib, name).argtypes = [vp, ll, ll, ll, ll, i]
+        lib.ga_host_simd.restype = ctypes.c_int
     except (OSError, AttributeError) as exc:
         return None, f"SciPy map_coordinates ({path.name} cannot be loaded: {exc})"
-    return lib, f"compiled ({path})"
+    simd = ", AVX2 sampling" if lib.ga_host_simd() == 1 else ""
+    return lib, f"compiled ({path}{simd})"
 
 
 def status() -> str:

@@ -145,3 +145,70 @@ def test_prefilter_entry_point_uses_scipy_without_library(scipy_only):
     ref = ndi.spline_filter1d(img, 3, axis=1, output=np.float32, mode="mirror")
     ref = ndi.spline_filter1d(ref, 3, axis=0, output=np.float32, mode="mirror")
     np.testing.assert_array_equal(out, ref)
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return False
+
+
+def _smooth_coords(h, w, rows, cols, rng):
+    """Row-coherent coordinates as a warp makes them: a rotation with a gentle bend.
+
+    Most groups of four neighbouring pixels have all their taps inside the image (the
+    vector path); the rows crossing the edges mix them with mirrored ones, and a few
+    NaN and far-away coordinates are sprinkled in (the per-pixel path).
+    """
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    a = np.deg2rad(7.0)
+    sx = np.cos(a) * xx - np.sin(a) * yy + 0.37 + 1e-4 * xx * yy / 3
+    sy = np.sin(a) * xx + np.cos(a) * yy - 4.21 - 2e-4 * xx**2 / 5
+    sx *= (w + 6) / cols
+    sy *= (h + 6) / rows
+    coords = np.stack([sy, sx])
+    flat = coords.reshape(2, -1)
+    pick = rng.choice(flat.shape[1], 40, replace=False)
+    flat[:, pick[:20]] = np.nan
+    flat[:, pick[20:]] = rng.uniform(-5 * w, 5 * w, (2, 20))
+    return np.ascontiguousarray(coords)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4, 5])
+def test_vector_path_equals_map_coordinates(order):
+    """The AVX2 path (whole rows of interior pixels) keeps SciPy's values bit for bit."""
+    _lib_or_skip()
+    rng = np.random.default_rng(500 + order)
+    img = (rng.normal(size=(90, 131)) * 50 + 10).astype(np.float32)
+    coeffs = ndi.spline_filter(img, order, output=np.float32, mode="mirror") if order > 1 else img
+    coords = _smooth_coords(90, 131, 77, 123, rng)
+    ref = ndi.map_coordinates(coeffs, coords, order=order, mode="mirror", prefilter=False,
+                              output=np.float32)
+    out = np.full(coords.shape[1:], np.nan, np.float32)
+    assert _host.sample(coeffs, coords, order, out)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_vector_path_is_taken_where_the_cpu_has_avx2():
+    """On an AVX2 CPU the status names the vector path; GA_HOST_SIMD=0 turns it off and
+    changes no value."""
+    _lib_or_skip()
+    import subprocess
+    import sys
+
+    assert ("AVX2" in _host.status()) == _cpu_has_avx2(), _host.status()
+    code = ("import numpy as np; from gpualign.backend import _host; "
+            "rng = np.random.default_rng(3); img = rng.normal(size=(64, 64)).astype(np.float32); "
+            "c = np.ascontiguousarray(np.stack(np.mgrid[0:40, 0:40] * 1.3 + 2.2)); "
+            "o = np.zeros((40, 40), np.float32); assert _host.sample(img, c, 3, o); "
+            "print(_host.status()); print(o.tobytes().hex())")
+    runs = {}
+    for flag in ("1", "0"):
+        env = {**__import__("os").environ, "GA_HOST_SIMD": flag}
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        runs[flag] = res.stdout.splitlines()
+    assert "AVX2" not in runs["0"][0]
+    assert runs["1"][1] == runs["0"][1]
