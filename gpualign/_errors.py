@@ -57,7 +57,7 @@ class BackendUnavailable(GpuAlignError):
 class GpuAlignWarning(AstropyUserWarning):
     """A result that was produced but deserves a look: one line, with what to do.
 
-    Raised through :func:`warn` where the condition is known (a weak fit in the
+    Raised through ``gpualign._errors.warn`` where the condition is known (a weak fit in the
     pipeline, an unusable CuPy in the backend, an inexact output WCS in the products).
     Silence it with ``warnings.simplefilter("ignore", gpualign.GpuAlignWarning)``.
     """

@@ -23,8 +23,11 @@ from gpualign.batch import (
 from gpualign.cli._report import (
     batch_entry,
     build_report,
+    check_plot,
     check_report,
     frame_entry,
+    write_batch_plot,
+    write_frame_plot,
     write_report,
 )
 from gpualign.detect import DetectSettings, read_sextractor
@@ -51,12 +54,14 @@ EVERY_SOURCE_OPTIONS = ("conserve_flux", "preserve_footprints")
 
 
 def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...],
-                 report: Path | None = None) -> None:
+                 report: Path | None = None, plot: Path | None = None,
+                 replace_plot: bool = False) -> None:
     """InputError, before anything is read or created, for a batch that cannot run.
 
     Every source must exist, ``output`` must be (or become) a directory, no two
-    outputs may collide or replace an input, and the ``report`` (when given) may be
-    neither an input nor a frame's output.
+    outputs may collide or replace an input, and the ``report`` and the ``plot``
+    (when given) may be neither an input nor another output (see
+    :func:`~gpualign.cli._report.check_plot` for ``replace_plot``).
     """
     for src in sources:
         if not Path(src).is_file():
@@ -67,8 +72,11 @@ def _check_batch(sources: list[Path], output: Path, protected: tuple[Any, ...],
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"{output} is not a directory", hint="several sources need -o OUTDIR")
     tasks = make_tasks(sources, outdir, protected)
+    outputs = [t.output for t in tasks]
     if report is not None:
-        check_report(report, [*sources, *protected], [t.output for t in tasks])
+        check_report(report, [*sources, *protected], [*outputs, plot])
+    if plot is not None:
+        check_plot(plot, [*sources, *protected], [*outputs, report], replace=replace_plot)
 
 
 def _write_batch_report(report: Path, results: list[FrameResult], backend: str) -> None:
@@ -84,13 +92,16 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               overwrite: bool, skip_existing: bool = False, scheduler: str | None = None,
               workers: int | None = None, quiet: bool = False,
               extras: dict[str, Any] | None = None, max_memory: float | None = None,
-              report: Path | None = None) -> None:
+              report: Path | None = None, plot: Path | None = None) -> None:
     """Align each source onto the template; several sources go into a directory.
 
     ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` and
     :data:`EVERY_SOURCE_OPTIONS` (None or False: not given). ``report``: write a JSON
     report of every frame there (:mod:`gpualign.cli._report`) after the run; for a
     single source only when it was aligned, for a batch also when frames failed.
+    ``plot``: likewise, a figure (:mod:`gpualign.products._plot`): one source's fit, or
+    a batch's RMS and matches per frame; refused before any work when it exists
+    without ``overwrite`` or ``skip_existing``.
 
     Raises
     ------
@@ -109,12 +120,17 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--overwrite and --skip-existing exclude each other",
                          hint="--overwrite replaces outputs, --skip-existing keeps them")
     if len(sources) > 1:
-        _check_batch(sources, output, protected=(template, template_cat), report=report)
-    elif report is not None:
+        _check_batch(sources, output, protected=(template, template_cat), report=report,
+                     plot=plot, replace_plot=overwrite or skip_existing)
+    elif report is not None or plot is not None:
         single_out = output_name(sources[0], output) if output.is_dir() else output
-        check_report(report, [sources[0], template, template_cat, source_cat,
-                              extras.get("source_mask"), extras.get("source_weight")],
-                     [single_out, extras.get("save_transform")])
+        inputs = [sources[0], template, template_cat, source_cat,
+                  extras.get("source_mask"), extras.get("source_weight")]
+        outputs = [single_out, extras.get("save_transform")]
+        if report is not None:
+            check_report(report, inputs, [*outputs, plot])
+        if plot is not None:
+            check_plot(plot, inputs, [*outputs, report], replace=overwrite or skip_existing)
     if output_shape is not None:
         check_output_shape(output_shape, "--output-shape")
     FrameOptions(interp_order=interp_order, cval=cval, threads=threads, max_memory=max_memory,
@@ -136,6 +152,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
                 write_report(build_report([frame_entry(
                     sources[0], output, None, backend=be.name, seconds=0.0, warnings=[],
                     status="skipped", message="output exists")]), report)
+            if plot is not None:
+                log.warning("no plot written: the frame was skipped, there is no fit")
             return
         src_det = None
         if source_cat is not None:
@@ -156,6 +174,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
                                 seconds=time.perf_counter() - t0, warnings=caught,
                                 message=f"{int(s['n_match'])} matches, rms {s['rms']:.3f} px")
             write_report(build_report([entry]), report)
+        if plot is not None:
+            write_frame_plot(frame.solution, plot)
         return
     cat = detect_template(side, det, mat)  # once for the whole batch
     results = run_batch(
@@ -167,6 +187,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
     if report is not None:  # also when frames failed: the report says which and why
         _write_batch_report(report, results, be.name)
+    if plot is not None:  # likewise: failed frames are marked
+        write_batch_plot(results, plot)
     if not quiet:
         typer.echo(summary_table(results))
     if any(not r.ok for r in results):

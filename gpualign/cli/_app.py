@@ -262,6 +262,11 @@ def align(
         typer.Option("--mirror/--no-mirror", help="Also try a mirror-image source.",
                      rich_help_panel=MATCHING),
     ] = True,
+    wcs_prior: Annotated[
+        str,
+        typer.Option(help="Use both images' WCS to predict the match (auto) or match blind "
+                     "(off).", rich_help_panel=MATCHING),
+    ] = "auto",
     spline_order: Annotated[
         int | None,
         typer.Option(help="Distortion degree; 0 = affine only; default: cross-validated.",
@@ -305,6 +310,12 @@ def align(
                      "held-out scores, depth, timings, warnings); not written when a "
                      "single source fails.", rich_help_panel=OUTPUT),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write diagnostic plots (.png, .pdf, .svg; needs matplotlib): "
+                     "the fit of one source, or a batch's RMS and matches per frame.",
+                     rich_help_panel=OUTPUT),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("-q", "--quiet", help="No progress, no summary.", rich_help_panel=OUTPUT),
@@ -344,7 +355,7 @@ def align(
                           patience_quad_cand=patience_quad_cand,
                           quad_edge_buffer=quad_edge_buffer, sub_tile=sub_tile,
                           max_match_dist=max_match_dist, min_n_match=min_n_match,
-                          allow_mirror=mirror),
+                          allow_mirror=mirror, wcs_prior=wcs_prior),
             FitSettings(spline_order=0 if simple else spline_order, transform=transform,
                         distortion=distortion),
         )
@@ -354,7 +365,7 @@ def align(
             output_shape=output_shape, interp_order=interp_order, cval=cval, backend=backend,
             threads=threads, overwrite=overwrite, skip_existing=skip_existing,
             scheduler=scheduler, workers=workers, quiet=quiet, max_memory=max_memory,
-            report=report,
+            report=report, plot=plot,
             extras=dict(source_mask=source_mask, mask_ext=mask_ext,
                         source_weight=source_weight, weight_ext=weight_ext,
                         weight_type=weight_type, conserve_flux=conserve_flux,

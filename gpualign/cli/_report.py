@@ -1,5 +1,9 @@
 """``gpualign align --report FILE.json``: what happened to each frame, as one JSON file.
 
+Also the ``--plot FILE.png`` of a run (:func:`check_plot`, :func:`write_frame_plot`,
+:func:`write_batch_plot`): checked with the report, before any work, and written
+after the run, atomically, as the report.
+
 The file is an object::
 
     {"gpualign": "<version>",
@@ -18,7 +22,9 @@ from the solution (null where there is none: a failed frame, a skipped one):
 ``mirrored``, ``cv_scores`` (held-out RMS per degree tried), ``model_scores`` and
 ``distortion_scores`` (held-out RMS per model tried), ``thresholds`` (the detection
 depth, sigma, as ``{"source": ..., "template": ...}``; null for a catalogue given by
-the user) and ``timings`` (seconds per stage). A skipped frame keeps the ``n_match``,
+the user), ``prior`` (how the initial match was found: ``"wcs"``, ``"blind"`` or
+``"blind-fallback"``, see ``gpualign.match._prior.PRIOR_CODES``) and ``timings``
+(seconds per stage). A skipped frame keeps the ``n_match``,
 ``rms`` and ``degree`` its existing output's header records.
 
 Non-finite numbers are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``
@@ -40,13 +46,31 @@ from gpualign._system import refuse_overwriting_inputs, write_text_atomic
 from gpualign._version import __version__
 from gpualign.batch import FrameResult
 from gpualign.cli._info import _installed
+from gpualign.products._plot import check_plot_format, plot_batch, plot_solution, save_figure
 from gpualign.transform._serialise import encode
 
-__all__ = ["check_report", "solution_fields", "frame_entry", "batch_entry", "build_report",
+__all__ = ["check_report", "check_plot", "write_frame_plot", "write_batch_plot",
+           "solution_fields", "frame_entry", "batch_entry", "build_report",
            "write_report"]
 
 #: Packages whose installed version the report names.
 _PACKAGES = ("numpy", "scipy", "astropy", "sep")
+
+
+def _check_output_file(option: str, path: Path, inputs: list[Any], outputs: list[Any]) -> None:
+    """InputError when the file of ``option`` cannot be written safely (see check_report)."""
+    path = Path(path)
+    if not path.absolute().parent.is_dir():
+        raise InputError(f"{option.lstrip('-')} directory does not exist: {path.parent}",
+                         hint="create it first")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory", hint="give a file name")
+    refuse_overwriting_inputs([path], inputs)
+    target = path.resolve()
+    for out in outputs:
+        if isinstance(out, (str, os.PathLike)) and Path(out).resolve() == target:
+            raise InputError(f"{option} {path} is also an output of the run",
+                             hint=f"give the {option.lstrip('-')} its own file name")
 
 
 def check_report(report: Path, inputs: list[Any], outputs: list[Any]) -> None:
@@ -60,8 +84,8 @@ def check_report(report: Path, inputs: list[Any], outputs: list[Any]) -> None:
         Every input of the run (paths; other entries are passed over): the report never
         replaces one.
     outputs : list
-        The run's other outputs (image, saved transform; paths or None): the report
-        must not be written where one of them goes.
+        The run's other outputs (image, saved transform, plot; paths or None): the
+        report must not be written where one of them goes.
 
     Raises
     ------
@@ -69,18 +93,43 @@ def check_report(report: Path, inputs: list[Any], outputs: list[Any]) -> None:
         When the report's directory does not exist, the report names a directory, an
         input, or another output of the run.
     """
-    path = Path(report)
-    if not path.absolute().parent.is_dir():
-        raise InputError(f"report directory does not exist: {path.parent}",
-                         hint="create it first")
-    if path.is_dir():
-        raise InputError(f"--report {path} is a directory", hint="give a file name")
-    refuse_overwriting_inputs([path], inputs)
-    target = path.resolve()
-    for out in outputs:
-        if isinstance(out, (str, os.PathLike)) and Path(out).resolve() == target:
-            raise InputError(f"--report {path} is also an output of the run",
-                             hint="give the report its own file name")
+    _check_output_file("--report", report, inputs, outputs)
+
+
+def check_plot(plot: Path, inputs: list[Any], outputs: list[Any], *, replace: bool) -> None:
+    """InputError, before any work, for a ``--plot`` file that cannot be written.
+
+    Parameters
+    ----------
+    plot : Path
+        The ``--plot`` file; its suffix names the format (``.png``, ``.pdf``, ...).
+    inputs, outputs : list
+        As for :func:`check_report`.
+    replace : bool
+        Whether an existing file may be replaced (``--overwrite``, or
+        ``--skip-existing``: a resumed run redraws its plot).
+
+    Raises
+    ------
+    InputError
+        As :func:`check_report`; also when the file exists and ``replace`` is false,
+        when the suffix names no image format, and (PlottingUnavailable) when
+        matplotlib is not installed.
+    """
+    _check_output_file("--plot", plot, inputs, outputs)
+    if Path(plot).exists() and not replace:
+        raise InputError(f"--plot {plot} exists", hint="add --overwrite to replace it")
+    check_plot_format(plot)
+
+
+def write_frame_plot(solution: Any, path: Path) -> None:
+    """Draw one frame's diagnostic figure and write it to ``path`` atomically."""
+    save_figure(plot_solution(solution), path)
+
+
+def write_batch_plot(results: list[FrameResult], path: Path) -> None:
+    """Draw a batch's summary (RMS and matches per frame) and write it atomically."""
+    save_figure(plot_batch(results), path)
 
 
 def solution_fields(solution: Any) -> dict[str, Any]:
@@ -96,10 +145,11 @@ def solution_fields(solution: Any) -> dict[str, Any]:
     dict
         ``n_match``, ``rms``, ``stats``, ``model``, ``distortion``, ``degree``,
         ``mirrored``, ``cv_scores``, ``model_scores``, ``distortion_scores``,
-        ``thresholds`` and ``timings`` (not yet JSON-encoded).
+        ``thresholds``, ``prior`` and ``timings`` (not yet JSON-encoded).
     """
     keys = ("n_match", "rms", "stats", "model", "distortion", "degree", "mirrored",
-            "cv_scores", "model_scores", "distortion_scores", "thresholds", "timings")
+            "cv_scores", "model_scores", "distortion_scores", "thresholds", "prior",
+            "timings")
     if solution is None:
         return dict.fromkeys(keys)
     thresholds = solution.thresholds
@@ -116,6 +166,7 @@ def solution_fields(solution: Any) -> dict[str, Any]:
         "distortion_scores": dict(solution.distortion_scores),
         "thresholds": None if thresholds is None else
         {"source": thresholds[0], "template": thresholds[1]},
+        "prior": getattr(solution, "prior", None),
         "timings": dict(solution.timings),
     }
 

@@ -30,7 +30,7 @@ class DetectSettings(Settings):
         Flux column of user catalogues (e.g. ``FLUX_AUTO``).
     auto_depth : bool
         When an image gives fewer than 20 usable stars, detect it again at lower
-        thresholds, down to 1.5 sigma (:mod:`gpualign.detect._depth`).
+        thresholds, down to 1.5 sigma (``gpualign.detect._depth``).
     """
 
     sep_thresh: float = setting(5.0, "Detection threshold (sigma).", minimum=0, above=True)

@@ -13,6 +13,11 @@ log = logging.getLogger("gpualign")
 
 __all__ = ["robust_fit"]
 
+#: Median residual of the first fit, in units of the pairs' errors, above which a
+#: fit to the better half of the pairs is tried as the start.
+TRIMMED_START = 3.0
+
+
 def _residuals(t: Transform, tmpl_xy: np.ndarray, src_xy: np.ndarray) -> np.ndarray:
     return np.hypot(*(t.map_points(tmpl_xy) - src_xy).T)
 
@@ -60,6 +65,16 @@ def robust_fit(
     keep = np.ones(len(tmpl_xy), bool)
     w = 1.0 / sigma**2
     t = fit(tmpl_xy, src_xy, w)
+    r = _residuals(t, tmpl_xy, src_xy) / sigma
+    half = r <= np.median(r)
+    if np.median(r) / 1.1774 > TRIMMED_START and half.sum() >= max(n_terms(degree) + 2, 4):
+        # Residuals far above the pairs' errors: the weighted fit may be dragged by
+        # wrong pairs (a deep list against a shallow one, where every unpartnered star
+        # finds some neighbour). A fit to the better half is kept when it explains
+        # most pairs much better.
+        t_half = fit(tmpl_xy[half], src_xy[half], w[half])
+        if np.median(_residuals(t_half, tmpl_xy, src_xy) / sigma) < 0.5 * np.median(r):
+            t = t_half
     for _ in range(max_iter):
         r = _residuals(t, tmpl_xy, src_xy) / sigma
         # chi with 2 degrees of freedom: median is 1.1774 for unit-variance axes

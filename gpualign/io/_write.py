@@ -93,6 +93,9 @@ def output_header(template_header: fits.Header | None, wcs_cards: fits.Header | 
     if thresholds is not None:
         hdr["GA_THR"] = ("/".join(_sigma(v) for v in thresholds),
                          "detection sigma, source/template (cat: given)")
+    prior = getattr(solution, "prior", None)
+    if prior is not None:
+        hdr["GA_PRIOR"] = (str(prior)[:40], "initial match: wcs, blind, blind-fallback")
     hdr["GA_BACK"] = (backend, "array backend of the warp")
     hdr["GA_ORDER"] = (int(interp_order), "spline interpolation order")
     if transform_file is not None:

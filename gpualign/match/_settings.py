@@ -35,6 +35,10 @@ class MatchSettings(Settings):
         Fewest matched stars accepted.
     allow_mirror : bool
         Also try a mirror image of the source.
+    wcs_prior : {"auto", "off"}
+        ``"auto"``: when both images carry a celestial WCS, match within its
+        uncertainty first (``gpualign.match._prior``), blind if that fails
+        verification; ``"off"``: always blind.
     """
 
     n_quad_det: int = setting(20, "Stars per quad-building set.", kind=int, minimum=4,
@@ -51,3 +55,5 @@ class MatchSettings(Settings):
     min_n_match: int = setting(6, "Fewest matched stars accepted.", kind=int, minimum=3)
     allow_mirror: bool = setting(True, "Also try a mirror-image source.", kind=bool,
                                  cli="--mirror")
+    wcs_prior: str = setting("auto", "Use both images' WCS to predict the match (auto) or "
+                             "match blind (off).", kind=str, choices=("auto", "off"))

@@ -64,6 +64,7 @@ def find_transform(
     min_n_match: int = 6,
     spline_order: int | None = None,
     allow_mirror: bool = True,
+    wcs_prior: str = "auto",
     transform: str = "auto",
     distortion: str = "poly",
     backend: str | Backend = "auto",
@@ -97,7 +98,7 @@ def find_transform(
         ``thresholds`` and the output's ``GA_THR``).
     n_quad_det, min_quad_sep, max_quad_hash_dist, max_quad_cand, patience_quad_cand,
     quad_edge_buffer, sub_tile :
-        Quad matching dials (see :class:`gpualign.match.MatchSettings`).
+        Quad matching dials (see :class:`gpualign.MatchSettings`).
     max_match_dist : float
         Cross-match tolerance in pixels.
     min_n_match : int
@@ -107,14 +108,21 @@ def find_transform(
         it by cross-validation on held-out matches.
     allow_mirror : bool
         Try a mirror-image source too.
+    wcs_prior : {"auto", "off"}
+        ``"auto"``: when both images carry a celestial WCS (a FITS header, an
+        ``(array, WCS)`` or ``(array, Header)`` pair, an NDData's ``wcs``), the two
+        WCSs predict the mapping and the stars are matched within their uncertainty
+        (``gpualign.match._prior``); when that fails verification, blind quad
+        matching takes over. ``"off"``: always blind. The solution's ``prior`` says
+        which was used (``"wcs"``, ``"blind"``, ``"blind-fallback"``).
     transform : {"auto", "similarity", "affine"}
         Linear model under the distortion surfaces: rotation + one scale + shift, or
         the full affine (shear, anisotropic scale); ``"auto"`` keeps the similarity
         unless held-out stars are predicted significantly better by the affine
-        (:func:`gpualign.fit.choose_model`).
+        (``gpualign.fit.choose_model``).
     distortion : {"poly", "tps", "auto"}
         Distortion model: polynomial surfaces, a smoothing thin-plate spline, or
-        whichever predicts held-out stars better (:mod:`gpualign.fit._distortion`).
+        whichever predicts held-out stars better (``gpualign.fit._distortion``).
     backend : {"auto", "numpy", "cupy"} or Backend
         Where the neighbour queries of the matching run.
 
@@ -310,7 +318,7 @@ def align(
         Output data type (float32 by default).
     source_weight : ndarray, NDData uncertainty or FITS path, optional
         Weight or variance map of the source, resampled consistently with the data
-        (:mod:`gpualign.products._variance`) into ``result.weight``; default: an NDData
+        (``gpualign.products._variance``) into ``result.weight``; default: an NDData
         source's uncertainty.
     weight_type : {"variance", "inverse_variance", "stddev"}
         What ``source_weight`` holds.
@@ -334,7 +342,7 @@ def align(
 
     Examples
     --------
-    >>> from gpualign._simulate import simulate_pair, make_mapping
+    >>> from gpualign.simulate import simulate_pair, make_mapping
     >>> m = make_mapping(source_shape=(512, 512), template_shape=(512, 512),
     ...                  shift=(12.3, -7.1), rotation_deg=30)
     >>> pair = simulate_pair((512, 512), mapping=m, n_stars=400, seed=1)

@@ -48,6 +48,7 @@ from gpualign.io import (
     write_fits_atomic,
 )
 from gpualign.match import MatchSettings
+from gpualign.match._prior import WcsPrior
 from gpualign.pipeline._memory import GIB, check_memory, memory_budget, warp_memory
 from gpualign.pipeline._solve import solve
 from gpualign.products import (
@@ -362,6 +363,9 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
                 ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None, Solution]:
     """Read and detect the source (and the template if pending), then solve.
 
+    With ``match.wcs_prior="auto"`` and a celestial WCS in both headers (the template's
+    and the source's), the two WCSs predict the mapping (``gpualign.match._prior``).
+
     A mosaic template (at least :data:`SEQUENTIAL_DETECT_PIXELS`) is detected and
     freed before the source is read, so one image is in memory at a time.
 
@@ -376,8 +380,13 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     data, header, mask = load_image(source, source_ext, name="source")
     src_cat = _detect_both(side, data, mask, source_det, detect, depth_policy(detect, match))
     timings = {"read+detect": time.perf_counter() - t0}
+    prior = None
+    if match.wcs_prior == "auto":
+        prior = WcsPrior.from_headers(side.header, header)
+        if prior is None:
+            log.debug("WCS prior: not both images carry a celestial WCS; blind matching")
     solution = solve(src_cat, side.catalog, detect=detect, match=match, fit=fit,
-                     backend=backend, timings=timings)
+                     backend=backend, timings=timings, prior=prior)
     return data, header, mask, solution
 
 

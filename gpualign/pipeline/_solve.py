@@ -26,7 +26,8 @@ from gpualign.fit import (
     select_model,
 )
 from gpualign.fit._distortion import select_distortion
-from gpualign.match import MatchSettings, NeighbourIndex, cross_match, quad_match
+from gpualign.match import MatchSettings, NeighbourIndex, QuadSolution, cross_match, quad_match
+from gpualign.match._prior import CROWDING, PriorMatch, WcsPrior, wcs_prior_match
 from gpualign.products import Solution, fit_statistics
 from gpualign.transform import Transform, fit_transform
 
@@ -117,6 +118,7 @@ def solve(
     fit: FitSettings | None = None,
     backend: str | Backend | None = None,
     timings: dict[str, float] | None = None,
+    prior: WcsPrior | None = None,
 ) -> Solution:
     """Match and fit two catalogues (the part of registration after detection).
 
@@ -134,6 +136,10 @@ def solve(
         on a GPU); the small fits stay on the host.
     timings : dict, optional
         Filled with the seconds of the ``match`` and ``fit`` stages.
+    prior : WcsPrior, optional
+        The two images' WCSs: with ``match.wcs_prior="auto"`` the initial mapping is
+        first sought within their uncertainty, blind quad matching when that fails
+        verification (recorded as the solution's ``prior``).
 
     Returns
     -------
@@ -167,13 +173,35 @@ def solve(
                     hint="check that a given catalogue is in the image's pixel frame "
                     "(0-based x = column, y = row)",
                 )
-    quad_opts = {k: v for k, v in mat.as_dict().items() if k != "quad_edge_buffer"}
-    qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be)
+    qs, how, prior_tol, prior_rms = _prior_match(src_cat, tmpl_cat, fkw, prior, mat, be)
+    if qs is None:
+        quad_opts = {k: v for k, v in mat.as_dict().items()
+                     if k not in ("quad_edge_buffer", "wcs_prior")}
+        qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be)
     timings["match"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     rkw = dict(max_match_dist=max_match_dist, spline_order=fit.spline_order,
                min_n_match=min_n_match, backend=be)
-    t, inl_t, inl_s, inl_sig, degree, scores, tol = _refine(src, tmpl, qs.matrix, **rkw)
+    ref_src, ref_tmpl, ref_kw = src, tmpl, rkw
+    if prior_tol is not None:
+        # The prior matched at prior_tol (source px): the first refinement keeps to that
+        # tolerance, so stars farther apart than CROWDING times it cannot be confused
+        # (as in the final pass below). A coarser template (a survey image under a deep
+        # one) gets it in its own, larger pixels; a finer one keeps it in template px (at
+        # the source's scale nearly every star of a deep template has a neighbour: the
+        # fit's clipping handles the blends, measured better than dropping them).
+        per_src_px = 1.0 / np.sqrt(abs(np.linalg.det(qs.matrix[:, :2])))  # template px
+        if per_src_px > 1.0:
+            # A coarser source: the refinement's 1 px floor is many template px; keep to
+            # the scatter of the prior's matches instead (blends of the coarse image
+            # otherwise join with full weight).
+            prior_tol = min(prior_tol, max(4.0 * prior_rms, 1.0 / per_src_px))
+        ref_kw = {**rkw, "max_match_dist": min(max_match_dist, prior_tol)}
+        seps = (CROWDING * prior_tol, CROWDING * prior_tol * min(per_src_px, 1.0))
+        ref_src, ref_tmpl = (filter_catalog(cat, **{**fkw, "min_sep": min(min_sep, sep)})
+                             for cat, sep in zip((src_cat, tmpl_cat), seps, strict=True))
+    t, inl_t, inl_s, inl_sig, degree, scores, tol = _refine(ref_src, ref_tmpl, qs.matrix,
+                                                            tol=prior_tol, **ref_kw)
     # Once the mapping is known to ~tol, stars with a neighbour beyond 2.5 tol cannot
     # be confused: a last pass with that looser crowding filter adds the stars the
     # matching stage had to leave out (crowded fields).
@@ -181,7 +209,7 @@ def solve(
     if min_sep > final_sep:
         fkw["min_sep"] = final_sep
         more = _refine(filter_catalog(src_cat, **fkw), filter_catalog(tmpl_cat, **fkw), t,
-                       tol=tol, **rkw)
+                       tol=tol, **ref_kw)
         if len(more[1]) > len(inl_t):
             t, inl_t, inl_s, inl_sig, degree, scores, tol = more
     src_deep, tmpl_deep = (getattr(c, "deep", None) for c in (src_cat, tmpl_cat))
@@ -191,7 +219,7 @@ def solve(
         try:
             more = _refine(filter_catalog(src_cat if src_deep is None else src_deep, **fkw),
                            filter_catalog(tmpl_cat if tmpl_deep is None else tmpl_deep, **fkw),
-                           t, tol=tol, **rkw)
+                           t, tol=tol, **ref_kw)
         except TooFewStars:
             more = None
         if more is not None and len(more[1]) > len(inl_t):
@@ -217,7 +245,7 @@ def solve(
     solution = Solution(
         t, inverse, inl_t, inl_s, stats, degree, qs.mirrored, scores,
         src_cat.shape, tmpl_cat.shape, timings, model, model_scores, dist, dist_scores,
-        thresholds=None if thresholds == (None, None) else thresholds,
+        thresholds=None if thresholds == (None, None) else thresholds, prior=how,
     )
     fwhm = tmpl.fwhm[np.isfinite(tmpl.fwhm)]  # a catalogue without FWHMs has none
     warn_weak_fit(solution, fwhm=float(np.median(fwhm)) if len(fwhm) else np.nan,
@@ -225,12 +253,39 @@ def solve(
     return solution
 
 
+def _prior_match(src_cat: Catalog, tmpl_cat: Catalog, fkw: dict, prior: WcsPrior | None,
+                 mat: MatchSettings, be: Backend | None
+                 ) -> tuple[QuadSolution | None, str, float | None, float]:
+    """The WCS prior's initial mapping (None: match blind), how, its tolerance and RMS.
+
+    The prior takes the usable stars without the crowding filter (it leaves out crowded
+    stars at its own tolerance). ``how`` is ``"wcs"``, ``"blind"`` (no prior: no WCS,
+    or ``wcs_prior="off"``) or ``"blind-fallback"`` (the prior failed verification;
+    logged at INFO).
+    """
+    if prior is None or mat.wcs_prior == "off":
+        return None, "blind", None, np.nan
+    src, tmpl = (filter_catalog(c, **{**fkw, "min_sep": 0.0}) for c in (src_cat, tmpl_cat))
+    try:
+        found = wcs_prior_match(src, tmpl, prior, max_match_dist=mat.max_match_dist,
+                                min_n_match=mat.min_n_match, allow_mirror=mat.allow_mirror,
+                                backend=be)
+    except Exception as exc:  # noqa: BLE001 - a WCS astropy cannot use: blind, as any failure
+        found = PriorMatch(None, f"{type(exc).__name__}: {exc}"[:120])
+    if found.solution is None:
+        log.info("WCS prior failed verification (%s): blind quad matching", found.reason)
+        return None, "blind-fallback", None, np.nan
+    log.info("WCS prior: %s", found.reason)
+    return found.solution, "wcs", found.tol, found.rms
+
+
 def warn_weak_fit(solution: Solution, *, fwhm: float = np.nan,
                   degree_chosen: bool = True) -> None:
     """Issue a :class:`~gpualign.GpuAlignWarning` for each doubtful side of a solution.
 
     Few matches (< :data:`FEW_MATCHES`), a residual RMS above
-    ``max(HIGH_RMS_PX, HIGH_RMS_FWHM * fwhm)``, a cross-validated degree at its cap
+    ``max(HIGH_RMS_PX, HIGH_RMS_FWHM * fwhm)`` (times the source's pixel size in template
+    px where the source is coarser), a cross-validated degree at its cap
     (:data:`~gpualign.fit.MAX_DEGREE`, when ``degree_chosen``), an overlap reaching more than
     :data:`EXTRAPOLATION` of its extent beyond the matched stars' box, a mirrored
     solution.
@@ -250,6 +305,11 @@ def warn_weak_fit(solution: Solution, *, fwhm: float = np.nan,
              "would go unnoticed", hint="check the result; detect deeper (lower "
              "sep_thresh) or give larger overlapping images", stacklevel=3)
     limit = max(HIGH_RMS_PX, HIGH_RMS_FWHM * fwhm) if np.isfinite(fwhm) else HIGH_RMS_PX
+    # A coarser source (e.g. 5"/px onto 0.34"/px): its centroid errors, in template px,
+    # grow with its pixel size.
+    det = abs(float(np.linalg.det(solution.transform.matrix[:, :2])))
+    if det > 0:
+        limit *= max(1.0, 1.0 / np.sqrt(det))
     if np.isfinite(rms) and rms > limit:
         warn(f"high fit residuals: rms {rms:.3g} px over {n} matched stars (above "
              f"{limit:.2g} px)", hint="check for a wrong match or a distortion the model "

@@ -2,7 +2,8 @@
 
 :class:`Solution` (the mapping and its evidence, and its JSON file),
 :class:`AlignResult` (pixels, footprint, mask, weight, WCS, header), flux
-conservation, weight resampling, the output WCS and the preserve-footprints canvas.
+conservation, weight resampling, the output WCS, the preserve-footprints canvas and
+the diagnostic figures (:func:`plot_solution`, :func:`plot_batch`; matplotlib optional).
 """
 
 from gpualign.products._canvas import grow_canvas, invert_points, source_outline
@@ -14,6 +15,7 @@ from gpualign.products._finish import (
     source_variance,
     to_nddata,
 )
+from gpualign.products._plot import PlottingUnavailable, plot_batch, plot_solution
 from gpualign.products._result import AlignResult
 from gpualign.products._solution import (
     Solution,
@@ -28,6 +30,7 @@ from gpualign.products._wcs_cards import has_ctype, output_wcs_cards
 
 __all__ = [
     "AlignResult",
+    "PlottingUnavailable",
     "Solution",
     "TileExtras",
     "WEIGHT_TYPES",
@@ -40,6 +43,8 @@ __all__ = [
     "load_solution",
     "load_transform",
     "output_wcs_cards",
+    "plot_batch",
+    "plot_solution",
     "save_solution",
     "save_transform",
     "source_extras",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ class AlignResult:
     backend : str
         Name of the backend the warp ran on.
     weight : ndarray or None
-        The source weight/variance map resampled (:mod:`gpualign._variance`), of
+        The source weight/variance map resampled (``gpualign.products._variance``), of
         ``weight_type``.
     weight_type : str or None
         ``"variance"``, ``"inverse_variance"`` or ``"stddev"``.
@@ -108,6 +109,30 @@ class AlignResult:
         return (f"AlignResult({nx}x{ny} {np.asarray(self.data).dtype}, {n} matches, "
                 f"rms {rms:.4f} px, {model} degree {sol.degree}{mirrored}, {self.backend}, "
                 f"{seconds:.2f} s)")
+
+    def plot(self, path: str | os.PathLike | None = None, **kw: Any) -> Any:
+        """The diagnostic figure of the fit behind this image, saved to ``path`` if given.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            Write the figure there, atomically, in the format its suffix names
+            (``.png``, ``.pdf``, ``.svg``, ...).
+        **kw
+            ``fig``, ``exaggerate``: see :func:`gpualign.products.plot_solution`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Matched stars, residual vectors, residuals against x and y, the
+            distortion surface and the held-out errors.
+
+        Raises
+        ------
+        PlottingUnavailable
+            Without matplotlib (``pip install "gpualign[plot]"``).
+        """
+        return self.solution.plot(path, **kw)
 
     def residuals_table(self) -> Any:
         """The matched star pairs of the final fit and their residuals, as a Table.

@@ -45,7 +45,7 @@ class Solution:
     template_xy, source_xy : ndarray, shape (N, 2)
         The matched star pairs used in the final fit (inliers).
     stats : dict
-        Fit statistics (see :func:`fit_statistics`).
+        Fit statistics (see ``gpualign.products.fit_statistics``).
     degree : int
         Degree of the distortion polynomial (1 = affine only).
     mirrored : bool
@@ -60,13 +60,18 @@ class Solution:
     model_scores : dict
         Held-out RMS per linear model tried.
     distortion : str
-        Distortion model (``"poly"``, ``"tps"``; see :mod:`gpualign.transform`).
+        Distortion model (``"poly"``, ``"tps"``; see :class:`gpualign.DistortionModel`).
     distortion_scores : dict
         Held-out RMS per distortion model tried (``distortion="auto"``).
     thresholds : tuple of (float or None), optional
         Detection thresholds (sigma) of the source's and the template's catalogues
         (deeper than asked where automatic depth went deeper; None for a catalogue
         given by the user); None when neither was detected here.
+    prior : str, optional
+        How the initial mapping was found: ``"wcs"`` (the two images' WCSs, verified),
+        ``"blind"`` (quad matching; no WCS prior tried) or ``"blind-fallback"`` (quad
+        matching after the WCS prior failed verification); None when no matching ran
+        (a bare transform, a file of an earlier version).
     """
 
     transform: Transform
@@ -85,6 +90,7 @@ class Solution:
     distortion: str = "poly"
     distortion_scores: dict[str, float] = field(default_factory=dict)
     thresholds: tuple[float | None, float | None] | None = None
+    prior: str | None = None
 
     def save(self, path: Any) -> None:
         """Write this solution to a JSON file (exact round trip, see :meth:`load`)."""
@@ -94,6 +100,35 @@ class Solution:
     def load(cls, path: Any) -> Solution:
         """Read a solution written by :meth:`save` (or a bare transform file)."""
         return load_solution(path)
+
+    def plot(self, path: str | os.PathLike | None = None, **kw: Any) -> Any:
+        """The diagnostic figure of this fit, saved to ``path`` when given.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            Write the figure there, atomically, in the format its suffix names
+            (``.png``, ``.pdf``, ``.svg``, ...).
+        **kw
+            ``fig``, ``exaggerate``: see :func:`gpualign.products.plot_solution`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Matched stars, residual vectors, residuals against x and y, the
+            distortion surface and the held-out errors.
+
+        Raises
+        ------
+        PlottingUnavailable
+            Without matplotlib (``pip install "gpualign[plot]"``).
+        """
+        from gpualign.products._plot import plot_solution, save_figure
+
+        fig = plot_solution(self, **kw)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
 
 def fit_statistics(inverse: Transform, template_xy: np.ndarray, source_xy: np.ndarray) -> dict:
@@ -163,6 +198,13 @@ def _thresholds(v: Any) -> tuple[float | None, float | None] | None:
                          f"template), got {_short(v)}") from None
 
 
+def _prior(v: Any) -> str | None:
+    """How the initial mapping was found (absent in files of earlier versions)."""
+    if v is None or (isinstance(v, str) and 0 < len(v) <= 40 and v.isprintable()):
+        return v
+    raise ValueError(f"prior must be a short string or null, got {_short(v)}")
+
+
 def solution_to_dict(solution: Any) -> dict[str, Any]:
     """A Solution (or a bare Transform) as a JSON-serialisable dict."""
     if isinstance(solution, Transform):
@@ -186,6 +228,7 @@ def solution_to_dict(solution: Any) -> dict[str, Any]:
            if solution.distortion != "poly" else {}),
         **({"thresholds": [None if v is None else float(v) for v in solution.thresholds]}
            if getattr(solution, "thresholds", None) is not None else {}),
+        **({"prior": solution.prior} if getattr(solution, "prior", None) is not None else {}),
         "stats": encode(solution.stats),
         "cv_scores": encode({str(k): v for k, v in solution.cv_scores.items()}),
         "template_xy": encode(np.asarray(solution.template_xy, dtype=np.float64)),
@@ -230,6 +273,7 @@ def solution_from_dict(d: dict[str, Any]) -> Any:
         distortion=_field(d, "distortion", str, t.distortion.name),
         distortion_scores=scores["distortion_scores"],
         thresholds=_thresholds(d.get("thresholds")),
+        prior=_prior(d.get("prior")),
     )
 
 

@@ -39,7 +39,7 @@ class Transform:
         Linear part in pixels.
     coeffs : DistortionModel or ndarray, optional
         The surfaces ``D``: a :class:`DistortionModel`, or the coefficients
-        ``(2, d+1, d+1)`` of a :class:`PolynomialDistortion` with ``norm`` and
+        ``(2, d+1, d+1)`` of a ``PolynomialDistortion`` with ``norm`` and
         ``clip``. None: linear.
     norm, clip : tuple of float, optional
         Only with polynomial coefficients.

@@ -101,6 +101,11 @@ CASES = [
     Case("report-onto-the-source", _align("--report", "source.fits"), 2, "source.fits"),
     Case("report-in-missing-directory", _align("--report", "nodir/r.json"), 2, "nodir"),
     Case("report-is-the-output", _align("--report", "out.fits"), 2, "out.fits"),
+    Case("plot-onto-the-source", _align("--plot", "source.fits", "--overwrite"), 2,
+         "source.fits"),
+    Case("plot-in-missing-directory", _align("--plot", "nodir/p.png"), 2, "nodir"),
+    Case("plot-exists", _align("--plot", "existing.png"), 2, "exists"),
+    Case("plot-format-unknown", _align("--plot", "diag.fitz"), 2, "image format"),
     Case("apply-onto-its-transform", ("apply", "t.json", "source.fits", "-o", "t.json",
                                       "--overwrite"), 2, "t.json"),
     Case("apply-onto-its-image", ("apply", "t.json", "source.fits", "-o", "source.fits",
@@ -277,6 +282,7 @@ def build_world(root: Path, pair, unrelated, disjoint) -> None:
     _write(root / "source.fits", pair.source, {"OBJECT": "SRC"})
     _write(root / "source2.fits", pair.source)
     _write(root / "existing.fits", np.zeros((8, 8), np.float32))
+    (root / "existing.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     (root / "adir").mkdir()
     _write(root / "adir" / "source.fits", pair.source)
     _write(root / "adir" / "x_aligned.fits", np.zeros((8, 8), np.float32))

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gpualign"
 #: Rank of each top-level module or subpackage: a module may import ranks <= its own.
 LAYERS = {
     "_errors": 0, "_version": 0, "_settings": 0, "_system": 0, "_progress": 0,
-    "_simulate": 0,
+    "_simulate": 0, "simulate": 0,
     "backend": 1,
     "transform": 2,
     "detect": 3,

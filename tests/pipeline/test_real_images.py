@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
+from scipy.spatial import cKDTree
 
 import gpualign
 from gpualign._simulate import (
@@ -66,27 +68,49 @@ def deviation_from_wcs(sol: gpualign.Solution, source: Path, template: Path,
     return np.hypot(sx - wx, sy - wy)
 
 
+@lru_cache(maxsize=1)
+def point_source_offset() -> tuple[float, float]:
+    """Median position of epoch 2022-11's point sources minus epoch 2022-06's (px).
+
+    Detections no wider than 3 px (the F200W PSF of the most compact sources measures
+    2.9 px here), paired within 1 px: in both epochs their centroids are those of point
+    sources (a window of their own FWHM), and no fit is involved. Measured
+    (0.166, 0.065) px over 24 pairs (standard error ~0.03 px): the two epochs' WCSs,
+    each registered to the absolute frame on its own, disagree by ~0.17 px (5 mas).
+    """
+    a, b = detect(_image_hdu(JWST_1)[0]), detect(_image_hdu(JWST_2)[0])
+    d, j = cKDTree(b.xy).query(a.xy)
+    ok = (d < 1.0) & (a.fwhm <= 3.0)
+    assert ok.sum() >= 15, ok.sum()
+    off = np.median(b.xy[j[ok]] - a.xy[ok], axis=0)
+    return float(off[0]), float(off[1])
+
+
 @pytest.mark.parametrize("source, template", [(JWST_2, JWST_1), (JWST_1, JWST_2)],
                          ids=["11-onto-06", "06-onto-11"])
 def test_jwst_epochs_identity(source, template):
-    """The two epochs map onto each other as their (identical) WCS say.
+    """The two epochs map onto each other as their (identical) WCS say, up to their error.
 
-    Tolerance 0.25 px (7.8 mas at 0.031"/px) anywhere on the 900^2 grid: each epoch
-    was aligned to the absolute frame separately, to a few mas, and the ~70 matched
-    sources (mostly galaxies, whose centroids scatter by 0.15-0.2 px between epochs)
-    fix an affine map to ~0.1 px at the corners. Measured: max 0.143 px, RMS 0.074 px;
-    median offset of the matched pairs (0.038, 0.046) px.
+    Tolerance 0.3 px (9 mas at 0.031"/px) anywhere on the 900^2 grid, RMS 0.2 px: each
+    epoch was aligned to the absolute frame separately, to a few mas, and the point
+    sources of the two epochs are offset by ~0.17 px (:func:`point_source_offset`). The
+    fit must find that offset: the matched pairs' median offset agrees with the point
+    sources' within 0.05 px. Measured: max 0.229 px, RMS 0.159 px against the WCS;
+    median offset of the matched pairs (0.139, 0.078) px (before the galaxies were
+    centred on their cores: 0.143 / 0.074 px and (0.038, 0.046) px, the galaxies'
+    outer light pulling towards the WCS's answer).
     """
     sol = gpualign.find_transform(source, template, backend="numpy")
     assert sol.stats["n_match"] >= 50
     assert sol.degree == 1, sol.cv_scores  # same grid: no distortion to find
     assert not sol.mirrored
     dev = deviation_from_wcs(sol, source, template)
-    assert dev.max() <= 0.25, dev.max()
-    assert np.sqrt(np.mean(dev**2)) <= 0.12
-    # the matched pairs themselves sit at the same pixel in both epochs
-    d = sol.source_xy - sol.template_xy
-    assert np.all(np.abs(np.median(d, axis=0)) < 0.05), np.median(d, axis=0)
+    assert dev.max() <= 0.3, dev.max()
+    assert np.sqrt(np.mean(dev**2)) <= 0.2
+    # the matched pairs are offset as the point sources are
+    expected = np.array(point_source_offset()) * (1.0 if source == JWST_2 else -1.0)
+    d = np.median(sol.source_xy - sol.template_xy, axis=0)
+    assert np.all(np.abs(d - expected) < 0.05), (d, expected)
 
 
 def test_jwst_epochs_aligned_pixels_agree():
@@ -115,12 +139,6 @@ def _bright_sources(image: np.ndarray, mapping, n: int = 40, margin: float = 10.
 
 # Known mappings applied to a real epoch (template -> source). Each is recovered from the
 # image pair alone and scored on the 40 brightest sources against the truth.
-_FRAGILE = pytest.mark.xfail(strict=True, reason=(
-    "known shortfall: only ~55-70 sources match on this 900^2 cluster field (many are "
-    "galaxies whose centroids move by 0.1-0.6 px under the warp), so the degree stays at "
-    "3 and misses by 0.04-0.15 px RMS; sources beyond the matched box get the clamped "
-    "(frozen) distortion, up to 0.8 px off. A clip margin of 0.1 instead of 0.02 brings "
-    "11-rot200 to 0.023 px but leaves the rot90 cases at 0.04-0.14 px"))
 JWST_CASES = [
     pytest.param(JWST_1, dict(rotation_deg=23.0, scale=1.05, shift=(7.3, -4.1),
                               corner_distortion_px=6.0), id="06-demo-mapping"),
@@ -129,18 +147,19 @@ JWST_CASES = [
     pytest.param(JWST_1, dict(rotation_deg=-61.0, scale=1.1, shift=(3.2, 9.4),
                               corner_distortion_px=-6.0), id="06-rot-61-barrel"),
     pytest.param(JWST_2, dict(rotation_deg=200.0, scale=0.95, shift=(-6.2, 3.4),
-                              corner_distortion_px=8.0), id="11-rot200", marks=_FRAGILE),
+                              corner_distortion_px=8.0), id="11-rot200"),
     pytest.param(JWST_2, dict(rotation_deg=90.0, shift=(0.3, 0.4),
-                              corner_distortion_px=6.0), id="11-rot90", marks=_FRAGILE),
+                              corner_distortion_px=6.0), id="11-rot90"),
     pytest.param(JWST_1, dict(rotation_deg=90.0, shift=(0.3, 0.4),
-                              corner_distortion_px=6.0), id="06-rot90", marks=_FRAGILE),
+                              corner_distortion_px=6.0), id="06-rot90"),
 ]
 
 
 #: RMS bound (px) per case: the issue's 0.03, or about 1.8x the measured value where that
-#: is smaller. Measured: 06-demo-mapping 0.0277, 11-rot-61-barrel 0.0202,
-#: 06-rot-61-barrel 0.0141 px; the xfail cases 11-rot200 0.154, 11-rot90 0.087, 06-rot90
-#: 0.130 px.
+#: is smaller. Measured: 06-demo-mapping 0.0147, 11-rot-61-barrel 0.0243, 06-rot-61-barrel
+#: 0.0160, 11-rot200 0.0134, 11-rot90 0.0115, 06-rot90 0.0086 px (before the stellar locus
+#: was sought among faint detections and galaxies were centred on their cores: 0.0277,
+#: 0.0202, 0.0141, 0.154, 0.087, 0.130 px; the last three were xfails).
 JWST_RMS = {"06-rot-61-barrel": 0.025}
 
 
@@ -209,12 +228,14 @@ def test_jwst_other_epoch_mirrored_and_rotated():
     Epoch 2022-11 is mirrored and rotated by -35 deg (a known linear mapping, no
     distortion) and aligned against epoch 2022-06. Truth (template px -> source px) =
     the known mapping composed with the WCS-derived relation of the epochs (the
-    identity). The tolerances are those of ``test_jwst_epochs_identity`` (max 0.25 px,
-    RMS 0.12 px): the truth is only as good as each epoch's own registration to the
-    absolute frame, and the mirror adds nothing measurable to that. Measured: RMS
-    0.068 px, max 0.129 px on the grid inside the matched sources' hull, 0.073 / 0.131 px
-    at the matches (12 variants,
-    rotations -120..200 deg, scale 1 or 1.03: RMS 0.04-0.08 px, max 0.07-0.14 px).
+    identity). The tolerances are those of ``test_jwst_epochs_identity`` (max 0.3 px,
+    RMS 0.2 px): the truth is only as good as each epoch's own registration to the
+    absolute frame, and the mirror adds nothing measurable to that. Against the WCS
+    relation shifted by the point sources' offset (:func:`point_source_offset`) the fit
+    is held to RMS 0.12 px, max 0.25 px. Measured: RMS 0.144 px, max 0.216 px on the
+    grid inside the matched sources' hull against the WCS, 0.096 / 0.160 px against the
+    point sources (before the galaxies were centred on their cores: 0.068 / 0.129 px
+    against the WCS, 0.165 / 0.237 px against the point sources).
     """
     source, template, other, mirror = _other_epoch_mirrored(
         dict(rotation_deg=-35.0, shift=(-2.7, 5.3)))
@@ -222,6 +243,11 @@ def test_jwst_other_epoch_mirrored_and_rotated():
 
     def truth(x, y):
         return mirror(*relation(x, y))
+
+    def truth_point_sources(x, y):
+        ox, oy = point_source_offset()
+        rx, ry = relation(x, y)
+        return mirror(rx + ox, ry + oy)
 
     res = gpualign.align(source, template, backend="numpy")
     sol = res.solution
@@ -235,8 +261,10 @@ def test_jwst_other_epoch_mirrored_and_rotated():
     at_matches = error_stats(position_errors(sol.transform, truth, sol.template_xy))
     for stats in (on_grid, at_matches):
         assert stats["n_nonfinite"] == 0, stats
-        assert stats["max"] <= 0.25, (on_grid, at_matches)
-        assert stats["rms"] <= 0.12, (on_grid, at_matches)
+        assert stats["max"] <= 0.3, (on_grid, at_matches)
+        assert stats["rms"] <= 0.2, (on_grid, at_matches)
+    on_grid = error_stats(position_errors(sol.transform, truth_point_sources, grid))
+    assert on_grid["rms"] <= 0.12 and on_grid["max"] <= 0.25, on_grid
 
     # the metric sees a 1 px error: the same fit moved by 1 source px fails it everywhere
     def off_by_one(x, y):
@@ -247,8 +275,10 @@ def test_jwst_other_epoch_mirrored_and_rotated():
 
     # pixels: the aligned source is epoch 2022-11 resampled twice through (nearly)
     # inverse mappings, so where there is signal it matches 2022-11's own pixels far
-    # better than the other epoch does (measured 0.0025 vs 0.0118; a 0.3 px shift of
-    # the output already gives 0.0098)
+    # better than the other epoch does. It is aligned onto 2022-06, so it lands where
+    # 2022-06 has the sources: part of the epochs' ~0.17 px offset shows (measured
+    # 0.0038 vs 0.0118; 0.0025 when the fit followed the WCS; a 0.3 px shift of the
+    # output already gives 0.0098)
     ok = res.footprint & np.isfinite(template) & np.isfinite(res.data)
     assert ok.mean() > 0.75  # the rotated square covers ~83% of the template
     bright = ok & (other > np.percentile(other[ok], 99))
@@ -261,13 +291,16 @@ def test_jwst_other_epoch_mirrored_rotated_distorted():
     """Issue 4, with a known radial distortion on top of the mirror and rotation.
 
     Epoch 2022-11 mirrored, rotated by 140 deg, scaled by 1.03 and distorted (4 px at
-    the corners), aligned against 2022-06. Looser than the undistorted case: the ~60
-    matches (mostly galaxies, whose centroids differ by 0.15-0.2 px between epochs)
-    fix a degree-3 surface to ~0.1 px RMS only (see the xfails above for the same
-    field against itself). Measured here: RMS 0.105 px, max 0.33 px on the grid
-    inside the matched sources' hull. This case is typical, not the worst: over 24
-    variants (rotations -35..200 deg, scale 1 or 1.03, +-2 or 4 px) the RMS was
-    0.10-0.32 px and the max 0.26-1.5 px (worst: -35 deg, scale 1.03, -4 px).
+    the corners), aligned against 2022-06. Looser than the undistorted case: the ~90
+    matches (mostly galaxies, whose cores differ by ~0.1 px between epochs) fix a
+    degree-3 surface to ~0.1 px RMS only. Against the WCS relation (tolerances as in
+    ``test_jwst_epochs_identity``, plus the surface's error) and against it shifted by
+    the point sources' offset (:func:`point_source_offset`). Measured here: RMS
+    0.165 px, max 0.283 px on the grid inside the matched sources' hull against the
+    WCS, 0.100 / 0.204 px against the point sources (before the galaxies were centred
+    on their cores: 0.105 / 0.332 px against the WCS, 0.197 / 0.424 px against the
+    point sources; then over 24 variants, rotations -35..200 deg, scale 1 or 1.03, +-2
+    or 4 px, the RMS against the WCS was 0.10-0.32 px and the max 0.26-1.5 px).
     """
     source, template, _, mirror = _other_epoch_mirrored(
         dict(rotation_deg=140.0, scale=1.03, shift=(4.2, -3.1), corner_distortion_px=4.0))
@@ -275,6 +308,11 @@ def test_jwst_other_epoch_mirrored_rotated_distorted():
 
     def truth(x, y):
         return mirror(*relation(x, y))
+
+    def truth_point_sources(x, y):
+        ox, oy = point_source_offset()
+        rx, ry = relation(x, y)
+        return mirror(rx + ox, ry + oy)
 
     sol = gpualign.find_transform(source, template, backend="numpy")
     assert sol.mirrored
@@ -284,7 +322,9 @@ def test_jwst_other_epoch_mirrored_rotated_distorted():
     stats = error_stats(position_errors(sol.transform, truth, grid))
     assert stats["n_nonfinite"] == 0, stats
     assert stats["max"] <= 0.6, stats
-    assert stats["rms"] <= 0.18, stats
+    assert stats["rms"] <= 0.25, stats
+    stats = error_stats(position_errors(sol.transform, truth_point_sources, grid))
+    assert stats["max"] <= 0.4 and stats["rms"] <= 0.15, stats
 
 
 @pytest.mark.parametrize("auto_depth", [True, False])
