@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from gpualign._errors import NoQuadMatch, TooFewStars
 from gpualign.backend import Backend
 from gpualign.detect._catalog import Catalog
 from gpualign.match._cross import affine_matrix, apply_matrix, cross_match, similarity_matrix
+from gpualign.match._multiscale import multiscale_match, multiscale_quads
 from gpualign.match._neighbours import NeighbourIndex
 from gpualign.match._quads import build_quads
 
@@ -40,6 +42,8 @@ class QuadSolution:
         Whether the source is a mirror image of the template.
     n_candidates : int
         Quad candidates verified.
+    multiscale : bool
+        Whether the multi-scale fallback (:mod:`gpualign.match._multiscale`) found it.
     """
 
     matrix: np.ndarray
@@ -47,6 +51,7 @@ class QuadSolution:
     n_expected_chance: float
     mirrored: bool
     n_candidates: int
+    multiscale: bool = False
 
 
 def _hash_candidates(
@@ -113,7 +118,8 @@ _TEMPLATE_QUADS_LOCK = threading.Lock()
 
 
 def template_quads(
-    tmpl: Catalog, backend: Backend | None, **kw: float | int
+    tmpl: Catalog, backend: Backend | None, builder: Callable | None = None,
+    **kw: float | int
 ) -> tuple[np.ndarray, np.ndarray, NeighbourIndex]:
     """The template's quad hash codes, quads and hash index, built once per template.
 
@@ -129,8 +135,11 @@ def template_quads(
         Filtered template catalogue.
     backend : Backend or None
         Where the hash index's queries run.
+    builder : callable, optional
+        ``builder(xy, shape, **kw) -> (hashes, quads)``; default :func:`build_quads`.
     **kw
-        ``n_quad_det``, ``min_quad_sep``, ``sub_tile`` for :func:`build_quads`.
+        ``n_quad_det``, ``min_quad_sep``, ``sub_tile`` for :func:`build_quads` (or the
+        builder's own arguments).
 
     Returns
     -------
@@ -142,20 +151,43 @@ def template_quads(
     xy = np.ascontiguousarray(tmpl.xy, dtype=np.float64)
     key = (hashlib.sha1(xy.tobytes()).hexdigest(), xy.shape,
            None if tmpl.shape is None else tuple(int(v) for v in tmpl.shape),
-           tuple(sorted(kw.items())),
+           tuple(sorted(kw.items())), None if builder is None else builder.__name__,
            None if backend is None else (backend.name, id(backend.xp)))
     with _TEMPLATE_QUADS_LOCK:
         hit = _TEMPLATE_QUADS.get(key)
         if hit is not None:
             _TEMPLATE_QUADS.move_to_end(key)
             return hit
-    t_hash, t_quads = build_quads(xy, tmpl.shape, **kw)
+    t_hash, t_quads = (build_quads if builder is None else builder)(xy, tmpl.shape, **kw)
     entry = (t_hash, t_quads, NeighbourIndex(t_hash, backend))
     with _TEMPLATE_QUADS_LOCK:
         _TEMPLATE_QUADS[key] = entry
         while len(_TEMPLATE_QUADS) > TEMPLATE_QUADS_KEPT:
             _TEMPLATE_QUADS.popitem(last=False)
     return entry
+
+
+def _multiscale_builder(xy: np.ndarray, shape: tuple[int, int] | None, *,
+                        min_quad_sep: float) -> tuple[np.ndarray, np.ndarray]:
+    return multiscale_quads(xy, min_quad_sep=min_quad_sep)
+
+
+def _multiscale_fallback(
+    src: Catalog, tmpl: Catalog, verify: tuple[np.ndarray, np.ndarray],
+    **kw: float | int | bool,
+) -> tuple[QuadSolution | None, int]:
+    """The multi-scale quads' solution (or None) and their candidate count."""
+    t_hash, t_quads, _ = template_quads(tmpl, None, builder=_multiscale_builder,
+                                        min_quad_sep=kw["min_quad_sep"])
+    found, n_cand = multiscale_match(src.xy, tmpl.xy, verify=verify,
+                                     tmpl_quads=(t_hash, t_quads), **kw)
+    if found is None:
+        log.debug("multi-scale quads: no significant match among %d candidates", n_cand)
+        return None, n_cand
+    log.info("quad match by multi-scale quads (thin overlap or scale ratio): %d stars "
+             "(%.1f by chance)", found.n_match, found.expected)
+    return QuadSolution(found.matrix, found.n_match, found.expected, found.mirrored,
+                        found.n_tried, multiscale=True), n_cand
 
 
 def quad_match(
@@ -186,6 +218,12 @@ def quad_match(
     when it matches at least ``min_n_match`` stars and far more than expected by
     chance for the density of stars (crowded fields). Both parities are tried
     unless ``allow_mirror`` is False.
+
+    When no candidate is significant, quads of every scale band over the whole frame
+    are matched (:mod:`gpualign.match._multiscale`): thin overlaps, where the
+    brightest stars rarely lie in the common region, and scale ratios up to ~10x.
+    Their candidates are verified at matched depth inside the predicted common
+    footprint, against the chance of a false match over all the candidates tried.
 
     Parameters
     ----------
@@ -219,7 +257,7 @@ def quad_match(
     TooFewStars
         Fewer than 4 usable stars in one of the lists.
     NoQuadMatch
-        No candidate reached ``min_n_match`` significant matches.
+        No candidate reached ``min_n_match`` significant matches, in either stage.
     """
     for name, cat in (("source", src), ("template", tmpl)):
         if len(cat) < 4:
@@ -268,14 +306,22 @@ def quad_match(
             since_best += 1
             if since_best >= patience_quad_cand:
                 break
+    n_multiscale = 0
+    if best is None:
+        # Thin overlaps and extreme scale ratios: quads of every scale band.
+        best, n_multiscale = _multiscale_fallback(
+            src, tmpl, (v_src_cat.xy, v_tmpl_cat.xy), min_quad_sep=min_quad_sep,
+            max_quad_hash_dist=max_quad_hash_dist, max_match_dist=max_match_dist,
+            min_n_match=min_n_match, allow_mirror=allow_mirror)
     if best is None:
         raise NoQuadMatch(
-            f"no quad match: {len(candidates)} candidate quad pairs, none matched "
-            f"{min_n_match} stars",
+            f"no quad match: {len(candidates)} candidate quad pairs (and {n_multiscale} "
+            f"multi-scale), none matched {min_n_match} stars",
             hint="the images may not overlap; try a larger max_quad_hash_dist, "
             "max_quad_cand or n_quad_det, or a lower min_n_match",
         )
-    best.n_candidates = min(len(candidates), max_quad_cand)
+    if not best.multiscale:
+        best.n_candidates = min(len(candidates), max_quad_cand)
     log.debug(
         "quad match: %d stars (%.1f by chance), mirrored=%s, %d candidates",
         best.n_match, best.n_expected_chance, best.mirrored, len(candidates),
