@@ -108,6 +108,7 @@ def align_batch(
     timeout: float | None = None,
     source_ext: int | str | None = None,
     template_ext: int | str | None = None,
+    template_mask: Any = None,
     dtype: Any = np.float32,
     conserve_flux: bool = False,
     preserve_footprints: bool = False,
@@ -154,6 +155,9 @@ def align_batch(
         Seconds to wait for a Dask batch; frames not done by then are failed.
     source_ext, template_ext : int or str, optional
         FITS extensions.
+    template_mask : ndarray, HDU or FITS path, optional
+        Bad-pixel mask or bitmask of the template: its pixels are left out of the
+        template's detection.
     **find_kwargs
         Detection, matching and fitting options of :func:`gpualign.find_transform`.
 
@@ -188,7 +192,7 @@ def align_batch(
                  max_memory=max_memory)  # checks
     side = prepare_template(template, template_det=template_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col,
-                            max_memory=max_memory)
+                            max_memory=max_memory, mask=template_mask)
     cat = detect_template(side, det, mat)
     return run_batch(sources, cat, side.header, side.shape, output_directory(outdir),
                      detect=det, match=mat, fit=fit, source_ext=source_ext,

@@ -92,14 +92,16 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
               overwrite: bool, skip_existing: bool = False, scheduler: str | None = None,
               workers: int | None = None, quiet: bool = False,
               extras: dict[str, Any] | None = None, max_memory: float | None = None,
-              report: Path | None = None, plot: Path | None = None) -> None:
+              report: Path | None = None, plot: Path | None = None,
+              template_mask: tuple[Path | None, str | None] = (None, None)) -> None:
     """Align each source onto the template; several sources go into a directory.
 
     ``extras``: the options of :data:`SINGLE_SOURCE_OPTIONS` and
     :data:`EVERY_SOURCE_OPTIONS` (None or False: not given). ``report``: write a JSON
     report of every frame there (:mod:`gpualign.cli._report`) after the run; for a
     single source only when it was aligned, for a batch also when frames failed.
-    ``plot``: likewise, a figure (:mod:`gpualign.products._plot`): one source's fit, or
+    ``template_mask``: (mask file, extension) of the template, left out of its
+    detection. ``plot``: likewise, a figure (:mod:`gpualign.products._plot`): one source's fit, or
     a batch's RMS and matches per frame; refused before any work when it exists
     without ``overwrite`` or ``skip_existing``.
 
@@ -120,11 +122,12 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         raise InputError("--overwrite and --skip-existing exclude each other",
                          hint="--overwrite replaces outputs, --skip-existing keeps them")
     if len(sources) > 1:
-        _check_batch(sources, output, protected=(template, template_cat), report=report,
+        _check_batch(sources, output, protected=(template, template_cat, template_mask[0]),
+                     report=report,
                      plot=plot, replace_plot=overwrite or skip_existing)
     elif report is not None or plot is not None:
         single_out = output_name(sources[0], output) if output.is_dir() else output
-        inputs = [sources[0], template, template_cat, source_cat,
+        inputs = [sources[0], template, template_cat, source_cat, template_mask[0],
                   extras.get("source_mask"), extras.get("source_weight")]
         outputs = [single_out, extras.get("save_transform")]
         if report is not None:
@@ -142,7 +145,8 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         tmpl_det = read_sextractor(template_cat, flux_col=det.flux_col)
     side = prepare_template(template, template_det=tmpl_det, ext=template_ext,
                             output_shape=output_shape, flux_col=det.flux_col,
-                            max_memory=max_memory)
+                            max_memory=max_memory, mask=template_mask[0],
+                            mask_ext=template_mask[1])
     if len(sources) == 1:
         if output.is_dir():  # an existing directory: the batch's name inside it
             output = output_name(sources[0], output)
@@ -161,7 +165,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         options = FrameOptions(
             interp_order=interp_order, cval=cval, threads=threads, source_ext=source_ext,
             output=output, overwrite=overwrite, max_memory=max_memory,
-            protected=(template, template_cat, source_cat),
+            protected=(template, template_cat, source_cat, template_mask[0]),
             weight_type=extras.pop("weight_type", None) or "variance", **extras)
         t0 = time.perf_counter()
         with record_warnings() as caught:  # still shown as they come

@@ -190,6 +190,15 @@ def align(
     ] = None,
     source_mask: SourceMask = None,
     mask_ext: MaskExt = None,
+    template_mask: Annotated[
+        Path | None,
+        typer.Option(help="Template bad-pixel mask or bitmask FITS (no detection there).",
+                     rich_help_panel=INPUT),
+    ] = None,
+    template_mask_ext: Annotated[
+        str | None, typer.Option(help="FITS extension of the template mask.",
+                                 rich_help_panel=INPUT)
+    ] = None,
     source_weight: SourceWeight = None,
     weight_ext: WeightExt = None,
     weight_type: Annotated[
@@ -365,7 +374,7 @@ def align(
             output_shape=output_shape, interp_order=interp_order, cval=cval, backend=backend,
             threads=threads, overwrite=overwrite, skip_existing=skip_existing,
             scheduler=scheduler, workers=workers, quiet=quiet, max_memory=max_memory,
-            report=report, plot=plot,
+            report=report, plot=plot, template_mask=(template_mask, template_mask_ext),
             extras=dict(source_mask=source_mask, mask_ext=mask_ext,
                         source_weight=source_weight, weight_ext=weight_ext,
                         weight_type=weight_type, conserve_flux=conserve_flux,

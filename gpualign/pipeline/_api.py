@@ -46,6 +46,9 @@ def find_transform(
     template_det: Any = None,
     source_ext: int | str | None = None,
     template_ext: int | str | None = None,
+    hdu_in: int | str | None = None,
+    source_mask: Any = None,
+    template_mask: Any = None,
     flux_col: str | None = None,
     sep_thresh: float = 5.0,
     min_fwhm: float = 1.0,
@@ -78,7 +81,13 @@ def find_transform(
     source_det, template_det : astropy Table, Catalog or SExtractor file, optional
         User detections instead of running sep.
     source_ext, template_ext : int or str, optional
-        FITS extension to read.
+        FITS extension (HDU index or name) to read from a path or an ``HDUList``.
+    hdu_in : int or str, optional
+        The source's HDU, under reproject's name for it (the same as ``source_ext``).
+    source_mask, template_mask : ndarray, HDU or FITS path, optional
+        Bad-pixel masks or bitmasks: pixels they flag (True or any set bit) are left
+        out of detection. ``align`` also leaves the source mask's pixels out of the
+        resampling.
     flux_col : str, optional
         Flux column of user catalogues (e.g. ``FLUX_AUTO``).
     sep_thresh : float
@@ -133,9 +142,10 @@ def find_transform(
     options = dict(locals())
     be = get_backend(options.pop("backend"))
     (det, mat, fit), _ = split_settings(options, DetectSettings, MatchSettings, FitSettings)
+    source_ext = source_hdu(source_ext, hdu_in)
     if template is not None:
         side = prepare_template(template, template_det=template_det, ext=template_ext,
-                                flux_col=det.flux_col)
+                                flux_col=det.flux_col, mask=template_mask)
     elif template_det is not None:
         side = TemplateSide(as_catalog(template_det, flux_col=det.flux_col), None, None)
     else:
@@ -147,8 +157,19 @@ def find_transform(
         return solve(src_cat, detect_template(side, det, mat), detect=det, match=mat,
                      fit=fit, backend=be, timings={})
     _, _, _, solution = solve_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
-                                    source_det=source_det, source_ext=source_ext)
+                                    source_det=source_det, source_ext=source_ext,
+                                    source_mask=source_mask)
     return solution
+
+
+def source_hdu(source_ext: int | str | None, hdu_in: int | str | None) -> int | str | None:
+    """The source's HDU from ``source_ext`` or its reproject name ``hdu_in`` (not both)."""
+    if hdu_in is None:
+        return source_ext
+    if source_ext is not None and source_ext != hdu_in:
+        raise InputError(f"source_ext={source_ext!r} and hdu_in={hdu_in!r} name different "
+                         "HDUs", hint="give one of them (hdu_in is source_ext's other name)")
+    return hdu_in
 
 
 def check_output_shape(output_shape: Any, name: str = "output_shape") -> tuple[int, int]:
@@ -308,8 +329,9 @@ def align(
         Spline interpolation order, 0-5.
     cval : float
         Value of output pixels with no source data (NaN by default).
-    source_mask : ndarray, optional
-        Source bad-pixel mask or bitmask, resampled alongside.
+    source_mask : ndarray, HDU or FITS path, optional
+        Source bad-pixel mask or bitmask: its pixels are left out of detection, and
+        it is resampled alongside into ``result.mask``.
     backend : {"auto", "numpy", "cupy"} or Backend
         Where the warp runs.
     threads : int, optional
@@ -334,7 +356,8 @@ def align(
         anything is allocated.
     **find_kwargs
         Detection, matching and fitting options of :func:`find_transform`, and its
-        ``source_det``, ``template_det``, ``source_ext``, ``template_ext``.
+        ``source_det``, ``template_det``, ``source_ext`` (or ``hdu_in``),
+        ``template_ext`` and ``template_mask``.
 
     Returns
     -------
@@ -359,14 +382,16 @@ def align(
                                            FitSettings)
     options = FrameOptions(  # validated here, before anything is read
         interp_order=interp_order, cval=cval, dtype=dtype, threads=threads,
-        source_ext=rest.get("source_ext"), source_mask=source_mask,
+        source_ext=source_hdu(rest.get("source_ext"), rest.get("hdu_in")),
+        source_mask=source_mask,
         source_weight=source_weight, weight_type=weight_type, conserve_flux=conserve_flux,
         preserve_footprints=preserve_footprints, protected=(template,),
         max_memory=max_memory)
     be = get_backend(backend)
     side = prepare_template(template, template_det=rest.get("template_det"),
                             ext=rest.get("template_ext"), output_shape=output_shape,
-                            flux_col=det.flux_col, max_memory=max_memory)
+                            flux_col=det.flux_col, max_memory=max_memory,
+                            mask=rest.get("template_mask"))
     out = run_frame(source, side, detect=det, match=mat, fit=fit, backend=be,
                     options=options, source_det=rest.get("source_det"))
     assert out.result is not None  # no output file: always in memory

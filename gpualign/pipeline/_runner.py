@@ -67,8 +67,8 @@ from gpualign.warp import bits_present, default_threads, warp
 log = logging.getLogger("gpualign")
 
 __all__ = ["TemplateSide", "FrameOptions", "FrameOutput", "prepare_template",
-           "detect_template", "solve_frame", "check_image_memory", "warp_frame", "run_frame",
-           "log_stats", "depth_policy", "SEQUENTIAL_DETECT_PIXELS"]
+           "detect_template", "detection_mask", "solve_frame", "check_image_memory",
+           "warp_frame", "run_frame", "log_stats", "depth_policy", "SEQUENTIAL_DETECT_PIXELS"]
 
 #: Templates of at least this many pixels are detected before the source is read.
 SEQUENTIAL_DETECT_PIXELS = 1 << 27
@@ -262,7 +262,8 @@ def _log_depth(name: str, cat: Catalog, depth: Depth) -> None:
 def prepare_template(template: Any, *, template_det: Any = None,
                      ext: int | str | None = None, output_shape: Any = None,
                      flux_col: str | None = None,
-                     max_memory: float | None = None) -> TemplateSide:
+                     max_memory: float | None = None, mask: Any = None,
+                     mask_ext: int | str | None = None) -> TemplateSide:
     """Read the template (pixels, header, grid) and take its catalogue if one is given.
 
     Parameters
@@ -279,15 +280,26 @@ def prepare_template(template: Any, *, template_det: Any = None,
         Flux column of a catalogue.
     max_memory : float, optional
         GiB the run may hold (default: the memory available).
+    mask : array, HDU or FITS path, optional
+        Bad-pixel mask or bitmask of the template: pixels it flags (any set bit) are
+        left out of the template's detection, with the image's own mask.
+    mask_ext : int or str, optional
+        FITS extension of ``mask``.
 
     Returns
     -------
     TemplateSide
     """
-    data = header = mask = None
+    user_mask, data, header, mask = mask, None, None, None
+    if user_mask is not None and (template is None or template_det is not None):
+        raise InputError("a template mask was given but the template is not detected here "
+                         "(a template catalogue was given)",
+                         hint="drop the template mask, or the template catalogue")
     if template is not None:
         check_image_memory(template, ext, "template", max_memory)
         data, header, mask = load_image(template, ext, name="template")
+        if user_mask is not None:
+            mask = detection_mask(mask, load_mask(user_mask, data.shape, mask_ext))
     if template_det is None and data is None:
         raise InputError("no template given", hint="pass a template image or a template "
                          "catalogue (-t TEMPLATE.fits or --template-cat)")
@@ -357,11 +369,24 @@ def _detect_both(side: TemplateSide, data: np.ndarray, mask: np.ndarray | None,
     return _with_shape(cat, data.shape)
 
 
+def detection_mask(own: np.ndarray | None, user: np.ndarray) -> np.ndarray:
+    """Pixels left out of detection: the image's own mask or any set bit of ``user``."""
+    bad = np.asarray(user) != 0
+    if own is not None:
+        bad |= np.asarray(own) != 0
+    return bad
+
+
 def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
                 match: MatchSettings, fit: FitSettings, backend: Backend,
                 source_det: Any = None, source_ext: int | str | None = None,
+                source_mask: Any = None, mask_ext: int | str | None = None,
                 ) -> tuple[np.ndarray, fits.Header | None, np.ndarray | None, Solution]:
     """Read and detect the source (and the template if pending), then solve.
+
+    ``source_mask`` (array, HDU or FITS path; ``mask_ext`` its extension): pixels it
+    flags (any set bit) are left out of the source's detection, as the image's own mask
+    is; the warp applies it again (:func:`warp_frame`).
 
     With ``match.wcs_prior="auto"`` and a celestial WCS in both headers (the template's
     and the source's), the two WCSs predict the mapping (``gpualign.match._prior``).
@@ -378,7 +403,12 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     if side.catalog is None and side.pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
         detect_template(side, detect, match)
     data, header, mask = load_image(source, source_ext, name="source")
-    src_cat = _detect_both(side, data, mask, source_det, detect, depth_policy(detect, match))
+    det_mask = mask
+    if source_mask is not None and source_det is None:
+        det_mask = detection_mask(mask, load_mask(source_mask, data.shape, mask_ext))
+    src_cat = _detect_both(side, data, det_mask, source_det, detect,
+                           depth_policy(detect, match))
+    del det_mask
     timings = {"read+detect": time.perf_counter() - t0}
     prior = None
     if match.wcs_prior == "auto":
@@ -546,7 +576,8 @@ def run_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     check_image_memory(source, options.source_ext, "source", options.max_memory)
     data, header, mask, solution = solve_frame(
         source, side, detect=detect, match=match, fit=fit, backend=backend,
-        source_det=source_det, source_ext=options.source_ext)
+        source_det=source_det, source_ext=options.source_ext,
+        source_mask=options.source_mask, mask_ext=options.mask_ext)
     result = warp_frame(data, source, header, mask, solution, side, backend=backend,
                         options=options, source_name=source_name)
     if options.save_transform is not None:  # after the image: a failed run leaves neither

@@ -116,7 +116,8 @@ def test_align_panels_hold_the_expected_options():
     """Where a user looks for each of align's options."""
     expected = {
         INPUT: {"--template", "--source-ext", "--template-ext", "--source-cat",
-                "--template-cat", "--source-mask", "--mask-ext", "--source-weight",
+                "--template-cat", "--source-mask", "--mask-ext", "--template-mask",
+                "--template-mask-ext", "--source-weight",
                 "--weight-ext", "--weight-type"},
         DETECTION: {"--sep-thresh", "--min-fwhm", "--bad-flag-bits", "--min-sep", "--n-det",
                     "--auto-depth", "--flux-col"},
