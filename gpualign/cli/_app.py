@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from gpualign._errors import BackendUnavailable, GpuAlignError, GpuAlignWarning, InputError
 from gpualign._version import __version__
-from gpualign.detect import DetectSettings
-from gpualign.fit import FitSettings
-from gpualign.match import MatchSettings
+
+# Only typer and the version are imported here: `gpualign --version` and `--help` must
+# start in a fraction of a second, so NumPy, astropy and the engine are imported by
+# the commands that use them.
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +45,14 @@ EXIT_INTERNAL = 3
 
 
 def _setup_logging(verbose: int) -> None:
+    """Set the log level and the warning display of a command about to run.
+
+    Also stops NumPy's huge-page advice (:func:`_no_hugepage_advice`): every command
+    that works on images starts here.
+    """
+    from gpualign._errors import GpuAlignWarning
+
+    _no_hugepage_advice()
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -66,6 +74,7 @@ def _setup_logging(verbose: int) -> None:
 
 def _show_warning(previous: Any) -> Any:
     """A ``warnings.showwarning`` printing a GpuAlignWarning as one stderr line."""
+    from gpualign._errors import GpuAlignWarning
 
     def show(message: Warning | str, category: type[Warning], *args: Any,
              **kwargs: Any) -> None:
@@ -81,6 +90,8 @@ def _show_warning(previous: Any) -> Any:
 
 def fail(exc: BaseException, verbose: int) -> typer.Exit:
     """Print one line for ``exc`` and return the Exit to raise."""
+    from gpualign._errors import BackendUnavailable, GpuAlignError, InputError
+
     if verbose >= 2:
         import traceback
 
@@ -353,6 +364,9 @@ def align(
     """Align SOURCE(S) onto the pixel grid of the template."""
     _setup_logging(verbose)
     from gpualign.cli._align import run_align
+    from gpualign.detect import DetectSettings
+    from gpualign.fit import FitSettings
+    from gpualign.match import MatchSettings
 
     try:
         settings = (
@@ -538,7 +552,6 @@ def main(argv: list[str] | None = None) -> None:
     argv : list of str, optional
         The arguments (default: ``sys.argv[1:]``).
     """
-    _no_hugepage_advice()
     try:
         code = app(args=argv, prog_name="gpualign", standalone_mode=False)
     except Exception as exc:

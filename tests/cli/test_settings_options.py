@@ -55,7 +55,8 @@ def test_every_setting_is_a_cli_option_with_its_default_and_help(cls, f):
 
 def test_no_api_keyword_is_outside_the_settings():
     """find_transform's keywords are the settings plus the inputs' own."""
-    inputs = {"source_det", "template_det", "source_ext", "template_ext", "backend"}
+    inputs = {"source_det", "template_det", "source_ext", "template_ext", "hdu_in",
+              "source_mask", "template_mask", "backend"}
     names = {f.name for _, f in FIELDS}
     params = {n for n, p in inspect.signature(gpualign.find_transform).parameters.items()
               if p.kind is inspect.Parameter.KEYWORD_ONLY}
