@@ -55,7 +55,7 @@ def _setup_logging(verbose: int) -> None:
     _no_hugepage_advice()
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_Format("%(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -70,6 +70,19 @@ def _setup_logging(verbose: int) -> None:
     warnings.filterwarnings("always", category=GpuAlignWarning)
     if not getattr(warnings.showwarning, "_gpualign", False):
         warnings.showwarning = _show_warning(warnings.showwarning)
+
+
+class _Format(logging.Formatter):
+    """Log lines as ``LEVEL: message``; a batch worker's GpuAlignWarning as a warning.
+
+    A GpuAlignWarning raised in a worker process reaches the parent as a log record;
+    it is printed as the single-frame CLI prints one: ``gpualign: warning: ...``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "gpualign_warning", None) is not None:
+            return f"gpualign: warning: {record.getMessage()}"
+        return super().format(record)
 
 
 def _show_warning(previous: Any) -> Any:

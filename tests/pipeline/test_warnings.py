@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,30 @@ def test_cli_prints_one_warning_line_and_exits_0(make_pair, tmp_path, restore_gp
     lines = res.stderr.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("gpualign: warning: the solution is mirrored")
+
+
+def test_batch_warnings_reach_the_parent_and_the_report(make_pair, tmp_path,
+                                                        restore_gpualign_logger):
+    """A batch: the mirrored frame's warning, raised in a worker process, is one stderr
+    line of the parent and sits in that frame's report entry; the good frame has none."""
+    import json
+
+    flipped = make_pair(SHAPE, shift=(4.0, 3.0), rotation_deg=20.0, flip=True,
+                        n_stars=500, seed=1)
+    good = make_pair(SHAPE, shift=(4.0, 3.0), rotation_deg=20.0, n_stars=500, seed=1)
+    # one sky (same seed): the templates differ only where edge stars fall differently
+    assert np.median(np.abs(flipped.template - good.template)) == 0
+    fits.writeto(tmp_path / "a_good.fits", good.source)
+    fits.writeto(tmp_path / "b_flipped.fits", flipped.source)
+    fits.writeto(tmp_path / "t.fits", good.template)
+    args = ["align", str(tmp_path / "a_good.fits"), str(tmp_path / "b_flipped.fits"),
+            "-t", str(tmp_path / "t.fits"), "-o", str(tmp_path / "out"), "--backend",
+            "numpy", "--report", str(tmp_path / "r.json"), "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    ours = [ln for ln in res.stderr.splitlines() if ln.startswith("gpualign: warning:")]
+    assert len(ours) == 1 and "mirrored" in ours[0], res.stderr
+    frames = {Path(f["source"]).name: f for f in json.loads((tmp_path / "r.json").read_text())
+              ["frames"]}
+    assert frames["a_good.fits"]["warnings"] == []
+    assert any("mirrored" in w for w in frames["b_flipped.fits"]["warnings"])
