@@ -111,26 +111,11 @@ class AlignResult:
                 f"{seconds:.2f} s)")
 
     def plot(self, path: str | os.PathLike | None = None, **kw: Any) -> Any:
-        """The diagnostic figure of the fit behind this image, saved to ``path`` if given.
+        """The diagnostic figure of the fit behind this image: :meth:`Solution.plot`.
 
-        Parameters
-        ----------
-        path : str or path, optional
-            Write the figure there, atomically, in the format its suffix names
-            (``.png``, ``.pdf``, ``.svg``, ...).
-        **kw
-            ``fig``, ``exaggerate``: see :func:`gpualign.products.plot_solution`.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-            Matched stars, residual vectors, residuals against x and y, the
-            distortion surface and the held-out errors.
-
-        Raises
-        ------
-        PlottingUnavailable
-            Without matplotlib (``pip install "gpualign[plot]"``).
+        ``path`` (saved there atomically, the format from its suffix) and ``**kw``
+        (``fig``, ``exaggerate``) are those of :meth:`Solution.plot`; returns the
+        matplotlib Figure.
         """
         return self.solution.plot(path, **kw)
 
