@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _common import commit_id  # noqa: E402
 from bench_mosaic import machine, run_measured  # noqa: E402
 from speed import _one as run_peer  # noqa: E402
 
@@ -133,12 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(runs: list[dict], builds: dict, fields: list[str], args) -> None:
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                           capture_output=True, text=True).stdout.strip()
     stamp = (f"Run: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} | {machine()} | "
-             f"NumPy backend | commit {commit}{'-dirty' if dirty else ''} | script "
+             f"NumPy backend | commit {commit_id()} | script "
              f"`benchmarks/bench_cpu.py` | {args.repeat} interleaved rounds, medians"
              + (f" | {args.note}" if args.note else ""))
     lines = ["# CPU speed: whole runs and stages", "", stamp, "",

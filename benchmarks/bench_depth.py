@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
+from _common import cell, commit_id, run_peers  # noqa: E402
 
 import gpualign  # noqa: E402
 from gpualign._simulate import bright_overlap_stars, make_mapping, simulate_pair  # noqa: E402
@@ -122,35 +122,6 @@ def run_gpualign(pair, truth, **kw) -> dict:
             "thresholds": sol.thresholds, "solve_s": time.perf_counter() - t0}
 
 
-def run_peers(venv: Path, fields: Path, out: Path) -> dict:
-    """Run run_peers.py in the peers' venv; {(field, tool): record}."""
-    cmd = [str(venv / "bin" / "python"), str(HERE / "run_peers.py"), "--fields", str(fields),
-           "--out", str(out), "--tools", "spalipy", "astroalign", "--timeout", "600"]
-    subprocess.run(cmd, check=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return {(r["field"], r["tool"]): r for r in recs}
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
-def cell(rec: dict | None) -> str:
-    if rec is None:
-        return "not run"
-    if rec.get("status") != "ok" or rec.get("rms_px") is None:
-        msg = rec.get("message", "")
-        return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
-    return f"{rec['rms_px']:.3f} / {rec['max_px']:.3f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE.parent / "bench-out" / "depth")
@@ -184,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Automatic detection depth: faint fields",
         "",
         f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
-        f"{_commit()} | script `benchmarks/bench_depth.py` (seeds not used by the tests).",
+        f"{commit_id()} | script `benchmarks/bench_depth.py` (seeds not used by the tests).",
         "",
         "1024^2, ~40 stars, FWHM 3 px, shift (5.3, -2.7) px, rotation 3 deg. Landing errors "
         "of every common star, template px, RMS / max. `photon limit`: median RMS of a "

@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
+from _common import cell, commit_id, run_peers  # noqa: E402
 
 import gpualign  # noqa: E402
 from gpualign._simulate import (  # noqa: E402
@@ -192,35 +193,6 @@ def run_before(checkout: Path, fields: list[Path]) -> dict[str, dict]:
     return {r.pop("field"): r for r in recs}
 
 
-def run_peers(venv: Path, fields: Path, out: Path) -> dict:
-    """run_peers.py in the peers' venv on every field folder; {(field, tool): record}."""
-    cmd = [str(venv / "bin" / "python"), str(HERE / "run_peers.py"), "--fields", str(fields),
-           "--out", str(out), "--tools", "spalipy", "astroalign", "--timeout", "600"]
-    subprocess.run(cmd, check=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return {(r["field"], r["tool"]): r for r in recs}
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
-def cell(rec: dict | None) -> str:
-    if rec is None:
-        return "not run"
-    if rec.get("status") != "ok" or rec.get("rms_px") is None:
-        msg = rec.get("message", "")
-        return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
-    return f"{rec['rms_px']:.4f} / {rec['max_px']:.3f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE.parent / "bench-out" / "precision")
@@ -244,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = {"field": folder.name, "n_common_stars": truth.get("n_common_stars"),
                "gpualign": run_gpualign(folder)}
         recs.append(rec)
-        print(folder.name, cell(rec["gpualign"]), flush=True)
+        print(folder.name, cell(rec["gpualign"], 4), flush=True)
     before = run_before(args.before, folders) if args.before is not None else {}
     peers, peers_out = {}, args.out.parent / "precision-peers.jsonl"
     if args.reuse_peers and peers_out.exists():
@@ -262,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Precision where the stars are thin: galaxy fields, 25% overlap, small fields",
         "",
         f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
-        f"{_commit()} | script `benchmarks/bench_precision.py` (seeds not used by the "
+        f"{commit_id()} | script `benchmarks/bench_precision.py` (seeds not used by the "
         "tests).",
         "",
         "Landing errors (template px), RMS / max. `before`: gpualign at commit "
@@ -280,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         how = (f"{g['n_match']}, {g['degree']}, {g['model']}" if g.get("status") == "ok"
                else "")
         name = rec["field"] + (" (test)" if rec["field"][5:] in TESTED else "")
-        lines.append(f"| {name} | {rec['n_common_stars'] or ''} | {cell(g)} | {how} | "
-                     f"{cell(rec['before']) if before else 'not run'} | "
-                     f"{cell(rec['peers']['spalipy'])} | {cell(rec['peers']['astroalign'])} |")
+        lines.append(f"| {name} | {rec['n_common_stars'] or ''} | {cell(g, 4)} | {how} | "
+                     f"{cell(rec['before'], 4) if before else 'not run'} | "
+                     f"{cell(rec['peers']['spalipy'], 4)} | "
+                     f"{cell(rec['peers']['astroalign'], 4)} |")
     lines.append("")
     summary = {}
     for kind in ("jwst", *SIM_KINDS):

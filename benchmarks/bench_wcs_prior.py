@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
 
 import _metrics  # noqa: E402
+from _common import commit_id  # noqa: E402
 from test_wcs_prior_pipeline import sky_pair, wrong_wcs  # noqa: E402
 
 import gpualign  # noqa: E402
@@ -65,17 +66,6 @@ SCALE_CASES = {
 }
 OFFSET = (60.0, -80.0)
 WRONG = ("3arcmin", "2deg", "rot30", "mirror")
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
 
 
 def _write_field(folder: Path, template, source, stars_t, stars_s, description: str) -> None:
@@ -255,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# WCS prior: extreme scale ratios, thin overlaps, wrong WCSs",
         "",
-        f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit {_commit()} "
+        f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit {commit_id()} "
         "| script `benchmarks/bench_wcs_prior.py` (seeds "
         f"{', '.join(map(str, args.seeds))}, not used by the tests).",
         "",
