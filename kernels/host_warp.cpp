@@ -15,9 +15,10 @@
 // per pole a causal pass started from the full mirror sum and an anticausal pass,
 // and cast back to float32, with the same operations in the same order, so that the
 // result equals spline_filter1d(..., mode="mirror", output=float32) bit for bit.
-// Columns are filtered as lanes of a block of adjacent columns (each lane sees the
-// same operation sequence as a lone column; the block only makes the reads
-// contiguous).
+// Lines are filtered as the lanes of blocks of 16 adjacent rows or columns (8 for
+// long lines), whose float64 buffer stays in L2: each lane sees the same operation
+// sequence as a lone line; the block only makes the reads contiguous and, on AVX2
+// CPUs, runs four lanes per vector instruction (host_prefilter_simd.h).
 //
 // Build without value-changing optimisations: no -ffast-math (no flush-to-zero:
 // the mirror sum runs through subnormal powers of the pole), and -ffp-contract=off
@@ -39,12 +40,20 @@
 //     of the C-contiguous float32 image in place, for spline order 2..5 (orders 0
 //     and 1 need no filter: nothing is done). Return 0, -1 for a bad order or
 //     range, -2 when memory for the float64 buffer cannot be had (nothing written).
+//   int ga_host_add_linear(double* out, long long rows, long long cols,
+//                          const double* ax, const double* by, int has_surface,
+//                          double* bounds)
+//     out[r, c] = (out[r, c] + ax[c]) + by[r] (has_surface), else ax[c] + by[r]: the
+//     linear part of a Transform added to its surfaces as source_coords adds it
+//     (same operations, same order), in one pass; bounds = {min, max} of the
+//     results, both NaN when any result is NaN. Returns 0.
 //   ga_host_abi() returns the version of this interface.
 #include <cmath>
 #include <cstdlib>
 
 #include "gpualign_warp.cuh"
 #include "host_simd.h"
+#include "host_prefilter_simd.h"
 
 namespace {
 
@@ -63,6 +72,10 @@ bool use_simd() {
     return false;
 #endif
 }
+
+// Most bytes of float64 line buffer one block of the prefilter may use (it should
+// stay in L2).
+constexpr long long SIMD_BUFFER_BYTES = 768 << 10;
 
 template <int ORDER>
 void sample_rows(const float* img, long long h, long long w, const double* sy,
@@ -103,13 +116,19 @@ int filter_poles(int order, double* poles) {
     }
 }
 
+// The filter's gain, prod_p (1 - z_p) (1 - 1 / z_p) (ni_splines.c apply_filter).
+double filter_gain(const double* poles, int npoles) {
+    double gain = 1.0;
+    for (int p = 0; p < npoles; ++p) gain *= (1.0 - poles[p]) * (1.0 - 1.0 / poles[p]);
+    return gain;
+}
+
 // Filter `lanes` interleaved lines of length n in place: c[i * lanes + l] is sample i
 // of line l. Every lane goes through exactly the scalar sequence of one line.
 void filter_lines(double* c, long long n, long long lanes, const double* poles,
                   int npoles) {
     if (n <= 1) return;  // scipy leaves lines of one sample alone
-    double gain = 1.0;
-    for (int p = 0; p < npoles; ++p) gain *= (1.0 - poles[p]) * (1.0 - 1.0 / poles[p]);
+    const double gain = filter_gain(poles, npoles);
     for (long long i = 0; i < n * lanes; ++i) c[i] *= gain;
     double* first = c;
     double* last = c + (n - 1) * lanes;
@@ -142,17 +161,42 @@ void filter_lines(double* c, long long n, long long lanes, const double* poles,
     }
 }
 
-// Filter `lanes` lines of a float32 image in place through a float64 buffer: line l
+// Lanes per block of the prefilter: 16 (one 64-byte line of float32 columns), or 8
+// when the float64 buffer of 16 long lines would not stay in L2.
+long long block_lanes(long long n) {
+    return n * 16 * (long long)sizeof(double) <= SIMD_BUFFER_BYTES ? 16 : 8;
+}
+
+// Filter `lanes` lines (at most block_lanes(n)) of a float32 image in place through
+// the float64 buffer `c` of n * block_lanes(n) doubles, 64-byte aligned: line l
 // starts at base + l * lane_step and has n samples `step` apart (rows: step 1 and
-// lane_step = width; columns: step = width and lane_step 1). Returns 0, or -2 when the buffer cannot be allocated (nothing
-// written).
-int filter_block(float* base, long long n, long long step, long long lanes,
-                 long long lane_step, int order) {
-    double poles[2];
-    const int npoles = filter_poles(order, poles);
-    if (n <= 0 || lanes <= 0) return 0;
-    double* c = (double*)std::malloc(sizeof(double) * (size_t)(n * lanes));
-    if (!c) return -2;
+// lane_step = width; columns: step = width and lane_step 1).
+void filter_block(float* base, long long n, long long step, long long lanes,
+                  long long lane_step, const double* poles, int npoles, double* c) {
+#ifdef GA_HAVE_AVX2_PATH
+    if (n >= 2 && lanes >= 4 && use_simd()) {
+        // Groups of 16, 8 and 4 lanes; any 1-3 left take the scalar path below.
+        const double gain = filter_gain(poles, npoles);
+        long long l0 = 0;
+        for (int v = 4; v >= 1; v /= 2) {
+            for (; l0 + 4 * v <= lanes; l0 += 4 * v) {
+                float* b = base + l0 * lane_step;
+                if (v == 4)
+                    gpualign_simd::filter_block_avx2<4>(b, n, step, lane_step, poles, npoles,
+                                                        gain, c);
+                else if (v == 2)
+                    gpualign_simd::filter_block_avx2<2>(b, n, step, lane_step, poles, npoles,
+                                                        gain, c);
+                else
+                    gpualign_simd::filter_block_avx2<1>(b, n, step, lane_step, poles, npoles,
+                                                        gain, c);
+            }
+        }
+        if (l0 == lanes) return;
+        base += l0 * lane_step;
+        lanes -= l0;
+    }
+#endif
     // Copy in and out along the image's contiguous direction (only the memory order
     // of the copies differs; every value and operation is the same).
     if (step == 1) {
@@ -170,6 +214,23 @@ int filter_block(float* base, long long n, long long step, long long lanes,
         for (long long i = 0; i < n; ++i)
             for (long long l = 0; l < lanes; ++l) base[l + i * step] = (float)c[i * lanes + l];
     }
+}
+
+// Filter lines [first, end) of the image, block_lanes(n) at a time, through one
+// buffer. Returns 0, or -2 when the buffer cannot be allocated (nothing written).
+int filter_range(float* img, long long n, long long step, long long lane_step,
+                 long long first, long long end, int order) {
+    double poles[2];
+    const int npoles = filter_poles(order, poles);
+    if (n <= 0 || end <= first) return 0;
+    const long long per = block_lanes(n);
+    const size_t bytes = ((size_t)(n * per) * sizeof(double) + 63) / 64 * 64;
+    double* c = (double*)std::aligned_alloc(64, bytes);
+    if (!c) return -2;
+    for (long long l0 = first; l0 < end; l0 += per) {
+        const long long lanes = (end - l0) < per ? (end - l0) : per;
+        filter_block(img + l0 * lane_step, n, step, lanes, lane_step, poles, npoles, c);
+    }
     std::free(c);
     return 0;
 }
@@ -178,31 +239,52 @@ int filter_block(float* base, long long n, long long step, long long lanes,
 
 extern "C" {
 
-int ga_host_abi(void) { return 3; }
+int ga_host_abi(void) { return 4; }
 
-// 1 when sampling takes the AVX2 path of host_simd.h on this CPU, else 0.
+// 1 when sampling and the prefilter take the AVX2 paths (host_simd.h,
+// host_prefilter_simd.h) on this CPU, else 0.
 int ga_host_simd(void) { return use_simd() ? 1 : 0; }
 
 int ga_host_prefilter_rows(float* img, long long h, long long w, long long row0,
                            long long row1, int order) {
     if (order == 0 || order == 1) return 0;
     if (order < 0 || order > 5 || row0 < 0 || row1 > h || row0 > row1 || w < 0) return -1;
-    // Rows are filtered ROW_LANES at a time as interleaved lanes, so that the
+    // Rows are filtered a block at a time as interleaved lanes, so that the
     // recursions of different rows overlap instead of waiting on one another.
-    const long long ROW_LANES = 16;
-    for (long long r0 = row0; r0 < row1; r0 += ROW_LANES) {
-        const long long lanes = (row1 - r0) < ROW_LANES ? (row1 - r0) : ROW_LANES;
-        const int rc = filter_block(img + r0 * w, w, 1, lanes, w, order);
-        if (rc) return rc;
-    }
-    return 0;
+    return filter_range(img, w, 1, w, row0, row1, order);
 }
 
 int ga_host_prefilter_cols(float* img, long long h, long long w, long long col0,
                            long long col1, int order) {
     if (order == 0 || order == 1) return 0;
     if (order < 0 || order > 5 || col0 < 0 || col1 > w || col0 > col1 || h < 0) return -1;
-    return filter_block(img + col0, h, w, col1 - col0, 1, order);
+    return filter_range(img, h, w, 1, col0, col1, order);
+}
+
+int ga_host_add_linear(double* out, long long rows, long long cols, const double* ax,
+                       const double* by, int has_surface, double* bounds) {
+#ifdef GA_HAVE_AVX2_PATH
+    if (use_simd()) {
+        gpualign_simd::add_linear_avx2(out, rows, cols, ax, by, has_surface != 0, bounds);
+        return 0;
+    }
+#endif
+    double lo = INFINITY, hi = -INFINITY;
+    bool nan = false;
+    for (long long r = 0; r < rows; ++r) {
+        double* o = out + r * cols;
+        const double b = by[r];
+        for (long long c = 0; c < cols; ++c) {
+            const double v = has_surface ? (o[c] + ax[c]) + b : ax[c] + b;
+            o[c] = v;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            nan |= v != v;
+        }
+    }
+    bounds[0] = nan ? NAN : lo;
+    bounds[1] = nan ? NAN : hi;
+    return 0;
 }
 
 int ga_host_sample(const float* img, long long h, long long w, const double* coords,

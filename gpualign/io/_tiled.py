@@ -6,8 +6,10 @@ data section padded to the FITS block of 2880 bytes), in a temporary file of the
 final size in the output's directory; :meth:`TiledFitsWriter.write_rows` then
 writes rows of each section at their offset with ``os.pwrite`` (thread-safe, so the
 warp's tile threads call it directly; the pages go to the page cache, not to this
-process's memory); :meth:`TiledFitsWriter.commit` renames the complete file onto
-the output path. An interrupted write leaves no partial output. The file is the
+process's memory), and on Linux a background thread starts their write to disk
+(``sync_file_range``) while the warp goes on; :meth:`TiledFitsWriter.commit` makes
+the file durable (``fsync``, which then has little left to wait for) and renames
+it onto the output path. An interrupted write leaves no partial output. The file is the
 one astropy writes for the same HDUs (same header cards, big-endian data).
 
 :func:`warp_to_fits` is the warp streamed through such a writer: peak memory is the
@@ -16,7 +18,11 @@ source image and its spline coefficients plus a few tiles, whatever the output s
 
 from __future__ import annotations
 
+import ctypes
 import os
+import queue
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,58 @@ BLOCK = 2880
 STREAM_MIN_PIXELS = 4096 * 4096
 
 _BITPIX = {np.dtype(np.float32): -32, np.dtype(np.float64): -64, np.dtype(np.uint8): 8}
+
+
+#: sync_file_range flag: start writing the dirty pages of the range, do not wait.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Any:
+    """The C library's ``sync_file_range`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return fn
+
+
+class _Writeback:
+    """Starts the disk writes of written byte ranges in a thread, while the warp goes on.
+
+    Only a head start for the final ``fsync`` (which still makes the file durable and
+    reports any error): failures here are ignored.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.fn = _sync_file_range()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        if self.fn is not None:
+            self.thread = threading.Thread(target=self._run, name="gpualign-writeback",
+                                           daemon=True)
+            self.thread.start()
+
+    def add(self, pos: int, n: int) -> None:
+        if self.thread is not None:
+            self.queue.put((pos, n))
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            self.fn(self.fd, item[0], item[1], _SYNC_FILE_RANGE_WRITE)
+
+    def stop(self) -> None:
+        """Wait until the thread is done (before the file descriptor is closed)."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
 
 
 def _padded(n: int) -> int:
@@ -107,10 +165,12 @@ class TiledFitsWriter:
         self.size = offset
         fd, self.tmp = temporary_beside(self.path)
         self.fd: int | None = fd
+        self.writeback: _Writeback | None = None
         try:
             os.ftruncate(fd, self.size)  # sparse: the padding reads as zeros
             for off, raw in blobs:
                 os.pwrite(fd, raw, off)
+            self.writeback = _Writeback(fd)
         except BaseException:
             self.abort()
             raise
@@ -125,10 +185,12 @@ class TiledFitsWriter:
             raise ValueError(f"rows of shape {rows.shape} at {y0} do not fit {self.shape}")
         raw = np.ascontiguousarray(rows, dtype=dt)
         view = memoryview(raw).cast("B")
-        pos = offset + y0 * self.shape[1] * dt.itemsize
+        pos = start = offset + y0 * self.shape[1] * dt.itemsize
         while view:  # pwrite may write less than asked
             n = os.pwrite(self.fd, view, pos)
             view, pos = view[n:], pos + n
+        if self.writeback is not None:
+            self.writeback.add(start, pos - start)
 
     def tile(self, y0: int, y1: int, data: np.ndarray, footprint: np.ndarray,
              mask: np.ndarray | None, weight: np.ndarray | None = None) -> None:
@@ -143,6 +205,7 @@ class TiledFitsWriter:
     def commit(self) -> None:
         """Make the file complete on disk and rename it onto the output path."""
         try:
+            self._stop_writeback()
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = None
@@ -156,10 +219,16 @@ class TiledFitsWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (nothing is left at the output path)."""
+        self._stop_writeback()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         Path(self.tmp).unlink(missing_ok=True)
+
+    def _stop_writeback(self) -> None:
+        if self.writeback is not None:
+            self.writeback.stop()
+            self.writeback = None
 
     def __enter__(self) -> TiledFitsWriter:
         return self

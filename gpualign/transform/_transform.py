@@ -166,7 +166,18 @@ class Transform:
         """``[sy, sx]`` of the block ``[y0:y1, x0:x1]`` as one (2, ny, nx) float64 array.
 
         The layout ``map_coordinates`` takes, built in place (no stacking copy): the
-        surfaces first (:meth:`DistortionModel.grid_into`), then the linear part added.
+        surfaces first (:meth:`DistortionModel.grid_into`), then the linear part added,
+        ``(D + m00 x) + (m01 y + m02)``.
+        """
+        return self.source_coords_bounds(xp, x0, x1, y0, y1)[0]
+
+    def source_coords_bounds(self, xp: ModuleType, x0: int, x1: int, y0: int, y1: int
+                             ) -> tuple[Any, tuple[float, float, float, float] | None]:
+        """:meth:`source_coords` and, when known at no cost, their range.
+
+        On NumPy with the compiled host library the linear part is added in one pass
+        per axis that also finds ``(sy_min, sy_max, sx_min, sx_max)`` (the same
+        values as NumPy's two additions, bit for bit); otherwise the range is None.
         """
         xs = self._column_coords(xp, x0, x1)
         ys = xp.arange(y0, y1, dtype=xp.float64)
@@ -175,14 +186,26 @@ class Transform:
         distorted = self.has_distortion
         if distorted:
             self.distortion.grid_into(xp, out, xs, ys)
-        for k, row in ((0, 1), (1, 0)):  # sx -> out[1], sy -> out[0]
+        ranges: list[float] | None = [] if xp is np else None
+        for k, row in ((1, 0), (0, 1)):  # sy -> out[0], sx -> out[1]
             target = out[row]
+            ax = m[k, 0] * xs
+            by = m[k, 1] * ys + m[k, 2]
+            if ranges is not None:
+                from gpualign.backend import _host  # deferred: the library loads on use
+
+                got = _host.add_linear(target, ax, by, distorted)
+                if got is not None:
+                    ranges += got
+                    continue
+                ranges = None
             if distorted:
-                target += (m[k, 0] * xs)[None, :]
+                target += ax[None, :]
             else:
-                target[...] = (m[k, 0] * xs)[None, :]
-            target += (m[k, 1] * ys + m[k, 2])[:, None]
-        return out
+                target[...] = ax[None, :]
+            target += by[:, None]
+        bounds = None if ranges is None else (ranges[0], ranges[1], ranges[2], ranges[3])
+        return out, bounds
 
     def jacobian_grid(self, xp: ModuleType, x0: int, x1: int, y0: int,
                       y1: int) -> tuple[Any, Any, Any, Any]:

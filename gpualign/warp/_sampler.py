@@ -100,13 +100,16 @@ class TileSampler:
         """``[sy, sx]`` of a block and where it is inside the source (None: everywhere)."""
         xp = self.backend.xp
         x1 = self.output_shape[1] if x1 is None else x1
-        coords = self.transform.source_coords(xp, x0, x1, y0, y1)  # [sy, sx]
+        # [sy, sx], and on the host their range from the pass that made them.
+        coords, bounds = self.transform.source_coords_bounds(xp, x0, x1, y0, y1)
         sy, sx = coords[0], coords[1]
         sh, sw = self.source_shape
         lo, hi = -0.5, (sh - 0.5, sw - 0.5)
-        # Most tiles lie wholly inside the source: four reductions, no masks.
-        if (float(sy.min()) >= lo and float(sy.max()) <= hi[0]
-                and float(sx.min()) >= lo and float(sx.max()) <= hi[1]):
+        if bounds is None:  # four reductions
+            bounds = (float(sy.min()), float(sy.max()), float(sx.min()), float(sx.max()))
+        # Most tiles lie wholly inside the source: no masks (a NaN fails the test).
+        if (bounds[0] >= lo and bounds[1] <= hi[0]
+                and bounds[2] >= lo and bounds[3] <= hi[1]):
             return coords, None
         inside = sx >= lo
         inside &= sx <= hi[1]
