@@ -18,9 +18,11 @@ Cases, each on seeds the tests do not use:
   evaluation stars have no counterpart: a result is a false match).
 
 gpualign runs with its defaults (NumPy backend) and, as "before", with the multi-scale
-fallback switched off (the first quad stage alone: the behaviour before this change);
-on the 2MASS tiles also with ``max_match_dist=2`` (a 4 px crowding filter: the default
-10 px one leaves no common star in the crowded overlap). spalipy 3.5.5 and astroalign
+fallback and the crowded-field retry switched off (the first quad stage alone: the
+behaviour before the multi-scale stage); on the 2MASS tiles also with
+``max_match_dist=2`` (a 4 px crowding filter, as the tiles needed before the
+crowded-field retry: the default 10 px filter leaves no common star in the crowded
+overlap; the retry adapts it to the density, ~5 px). spalipy 3.5.5 and astroalign
 2.6.2 run with their defaults through ``run_peers.py`` in the peers' virtual
 environment. Accuracy: landing errors of the evaluation stars, template px
 (``_metrics``, as every benchmark). gpualign's time is the in-process
@@ -55,6 +57,7 @@ import _metrics  # noqa: E402
 
 import gpualign  # noqa: E402
 import gpualign.match._quad_match as quad_stage  # noqa: E402
+import gpualign.pipeline._solve as solve_stage  # noqa: E402
 from gpualign._simulate import bright_overlap_stars, make_mapping, simulate_pair  # noqa: E402
 from gpualign.detect import detect  # noqa: E402
 
@@ -178,9 +181,10 @@ def tiles_field(out: Path, axis: int, width: int = 385, offset: int = 335):
 
 
 def run_gpualign(source, template, truth, *, fallback: bool = True, **kw) -> dict:
-    saved = quad_stage._multiscale_fallback
+    saved, saved_retry = quad_stage._multiscale_fallback, solve_stage.crowded_sep
     if not fallback:
         quad_stage._multiscale_fallback = lambda *a, **k: (None, 0)
+        solve_stage.crowded_sep = lambda *a, **k: None
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -190,7 +194,7 @@ def run_gpualign(source, template, truth, *, fallback: bool = True, **kw) -> dic
         return {"status": "failed", "message": f"{type(exc).__name__}: {exc}"[:160],
                 "solve_s": time.perf_counter() - t0}
     finally:
-        quad_stage._multiscale_fallback = saved
+        quad_stage._multiscale_fallback, solve_stage.crowded_sep = saved, saved_retry
     solve_s = time.perf_counter() - t0
     e = _metrics.landing_errors(sol.transform, truth["stars_template"], truth["stars_source"])
     return {"status": "ok", **_metrics.error_stats(e), "n_match": sol.stats["n_match"],
@@ -298,7 +302,7 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
         "",
         "Landing errors of the evaluation stars (the brightest stars inside both images, "
         "off the NaN borders), template px, RMS / max. `before`: gpualign without the "
-        "multi-scale fallback (the first quad stage alone, as before this change). "
+        "multi-scale fallback and the crowded-field retry (the first quad stage alone). "
         "gpualign's time: in-process `find_transform` with detection; the peers': "
         "their worker's wall time. SExtractor+SCAMP: not installed here.",
         "",

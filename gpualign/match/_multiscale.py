@@ -265,12 +265,12 @@ class _Verifier:
     """Cross-matching a candidate at matched depth inside the common footprint."""
 
     def __init__(self, src_xy: np.ndarray, tmpl_xy: np.ndarray, max_match_dist: float,
-                 n_trials: int) -> None:
+                 n_trials: int, false_match_rate: float = FALSE_MATCH_RATE) -> None:
         self.src_xy, self.tmpl_xy = src_xy, tmpl_xy
         self.s_lo, self.s_hi = src_xy.min(axis=0), src_xy.max(axis=0)
         self.t_lo, self.t_hi = tmpl_xy.min(axis=0), tmpl_xy.max(axis=0)
         self.max_match_dist = max_match_dist
-        self.p_max = FALSE_MATCH_RATE / n_trials
+        self.p_max = false_match_rate / n_trials
         self.s_tree, self.t_tree = cKDTree(src_xy), cKDTree(tmpl_xy)
 
     def __call__(self, matrix: np.ndarray, quad_tmpl_xy: np.ndarray, mirrored: bool
@@ -344,6 +344,7 @@ def multiscale_match(
     min_n_match: int, allow_mirror: bool, tmpl_quads: tuple[np.ndarray, np.ndarray] | None,
     max_candidates: int = MAX_CANDIDATES,
     max_seconds: float = MAX_SECONDS,
+    false_match_rate: float = FALSE_MATCH_RATE,
 ) -> tuple[MultiscaleResult | None, int]:
     """Match multi-scale quads of both images; verify candidates by votes.
 
@@ -362,6 +363,9 @@ def multiscale_match(
     max_seconds : float
         Seconds spent at most, building and hashing the quads included (checked
         between candidates; the first candidate is always verified).
+    false_match_rate : float
+        Accepted chance of a false match over all the candidates tried (a caller that
+        tries twice splits it between the tries).
 
     Returns
     -------
@@ -408,7 +412,8 @@ def multiscale_match(
     extent = float(np.max(np.ptp(src_xy, axis=0)))
     votes = _votes(ab, mirrored, centre, extent)
     order = np.lexsort((dist, -votes))[:max_candidates]
-    verifier = _Verifier(verify[0], verify[1], max_match_dist, max_candidates)
+    verifier = _Verifier(verify[0], verify[1], max_match_dist, max_candidates,
+                         false_match_rate)
     best: MultiscaleResult | None = None
     since_best = 0
     n_tried = 0

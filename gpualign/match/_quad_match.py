@@ -15,7 +15,7 @@ from gpualign._errors import NoQuadMatch, TooFewStars
 from gpualign.backend import Backend
 from gpualign.detect._catalog import Catalog
 from gpualign.match._cross import affine_matrix, apply_matrix, cross_match, similarity_matrix
-from gpualign.match._multiscale import multiscale_match, multiscale_quads
+from gpualign.match._multiscale import FALSE_MATCH_RATE, multiscale_match, multiscale_quads
 from gpualign.match._neighbours import NeighbourIndex
 from gpualign.match._quads import build_quads
 
@@ -206,6 +206,7 @@ def quad_match(
     n_verify: int = 1000,
     verify: tuple[Catalog, Catalog] | None = None,
     backend: Backend | None = None,
+    false_match_rate: float = FALSE_MATCH_RATE,
 ) -> QuadSolution:
     """Find the initial template -> source mapping from matching quad hashes.
 
@@ -247,6 +248,9 @@ def quad_match(
         come from a subset (e.g. stars away from the edges); default ``src, tmpl``.
     backend : Backend, optional
         Where neighbour queries run (KD-tree on the CPU, distance matrices on a GPU).
+    false_match_rate : float
+        Accepted chance that the multi-scale stage accepts a false match, over all its
+        candidates (a caller that matches twice splits it between the tries).
 
     Returns
     -------
@@ -312,7 +316,8 @@ def quad_match(
         best, n_multiscale = _multiscale_fallback(
             src, tmpl, (v_src_cat.xy, v_tmpl_cat.xy), min_quad_sep=min_quad_sep,
             max_quad_hash_dist=max_quad_hash_dist, max_match_dist=max_match_dist,
-            min_n_match=min_n_match, allow_mirror=allow_mirror)
+            min_n_match=min_n_match, allow_mirror=allow_mirror,
+            false_match_rate=false_match_rate)
     if best is None:
         raise NoQuadMatch(
             f"no quad match: {len(candidates)} candidate quad pairs (and {n_multiscale} "

@@ -13,8 +13,9 @@ import logging
 import time
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from gpualign._errors import NoOverlap, TooFewStars, warn
+from gpualign._errors import NoOverlap, NoQuadMatch, TooFewStars, warn
 from gpualign.backend import Backend, get_backend
 from gpualign.detect import Catalog, DetectSettings, filter_catalog, keep_brightest
 from gpualign.fit import (
@@ -27,6 +28,7 @@ from gpualign.fit import (
 )
 from gpualign.fit._distortion import select_distortion
 from gpualign.match import MatchSettings, NeighbourIndex, QuadSolution, cross_match, quad_match
+from gpualign.match._multiscale import FALSE_MATCH_RATE
 from gpualign.match._prior import CROWDING, PriorMatch, WcsPrior, wcs_prior_match
 from gpualign.products import Solution, fit_statistics
 from gpualign.transform import Transform, fit_transform
@@ -141,6 +143,13 @@ def solve(
         first sought within their uncertainty, blind quad matching when that fails
         verification (recorded as the solution's ``prior``).
 
+    Notes
+    -----
+    On a crowded field, where the default crowding filter (``2 * max_match_dist``)
+    leaves fewer than half of the stars, a failed blind match is tried once more with
+    the filter of :func:`crowded_sep` (and half of it as the match tolerance); the two
+    tries share the multi-scale stage's false-match rate.
+
     Returns
     -------
     Solution
@@ -177,7 +186,31 @@ def solve(
     if qs is None:
         quad_opts = {k: v for k, v in mat.as_dict().items()
                      if k not in ("quad_edge_buffer", "wcs_prior")}
-        qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be)
+        # A crowded field (most stars with a neighbour within the default crowding
+        # filter's 2 x max_match_dist) may keep no common star in a thin overlap: if
+        # blind matching fails, it is tried again with a filter adapted to the density.
+        # The two tries share the multi-scale stage's false-match rate.
+        retry_sep = None
+        if det.min_sep is None and min(len(src) / max(len(src_cat), 1),
+                                       len(tmpl) / max(len(tmpl_cat), 1)) < CROWDED_KEPT:
+            retry_sep = crowded_sep(src_cat, tmpl_cat, fkw)  # (only then worth the query)
+        rate = FALSE_MATCH_RATE if retry_sep is None else FALSE_MATCH_RATE / 2
+        try:
+            qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be,
+                            false_match_rate=rate)
+        except NoQuadMatch as exc:
+            if retry_sep is None:
+                raise
+            log.info("%s; crowded field: matching again with a %.3g px crowding filter and "
+                     "max_match_dist %.3g", exc.args[0], retry_sep, retry_sep / 2)
+            min_sep, max_match_dist = retry_sep, retry_sep / 2
+            fkw["min_sep"] = min_sep
+            src, tmpl = _usable(src_cat, fkw), _usable(tmpl_cat, fkw)
+            quad_src, quad_tmpl = (filter_catalog(c, edge_buffer=mat.quad_edge_buffer)
+                                   for c in (src, tmpl))
+            qs = quad_match(quad_src, quad_tmpl, **{**quad_opts, "max_match_dist":
+                                                    max_match_dist},
+                            verify=(src, tmpl), backend=be, false_match_rate=rate)
     timings["match"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     rkw = dict(max_match_dist=max_match_dist, spline_order=fit.spline_order,
@@ -349,6 +382,50 @@ def _extrapolation(solution: Solution) -> float:
     extent = np.maximum(hi_o - lo_o, 1.0)
     gap = np.maximum(np.maximum(lo_s - lo_o, hi_o - hi_s), 0.0)
     return float((gap / extent).max())
+
+
+#: Crowded: fewer than this fraction of an image's usable stars pass the crowding filter.
+CROWDED_KEPT = 0.5
+#: The adapted crowding filter is this percentile of the nearest-neighbour distances (it
+#: keeps about three stars in four), and never under :data:`MIN_CROWDED_SEP` px (a 1 px
+#: match tolerance: centroids of blends differ by a few tenths of a pixel).
+CROWDED_PERCENTILE, MIN_CROWDED_SEP = 25.0, 2.0
+
+
+def crowded_sep(src_cat: Catalog, tmpl_cat: Catalog, fkw: dict) -> float | None:
+    """A crowding filter for a field the default one empties, or None (not crowded).
+
+    Where fewer than :data:`CROWDED_KEPT` of an image's usable stars (the ``fkw``
+    filter without its crowding part) keep ``fkw["min_sep"]`` px to their nearest
+    detection, the field is crowded; the filter returned is the
+    :data:`CROWDED_PERCENTILE` percentile of the nearest-neighbour distances of the more
+    crowded image (at least :data:`MIN_CROWDED_SEP`), matched with half of it as the
+    tolerance, so that a star and its match still cannot be confused.
+
+    Parameters
+    ----------
+    src_cat, tmpl_cat : Catalog
+        The detections.
+    fkw : dict
+        ``filter_catalog``'s arguments of the frame (``min_sep`` the default filter).
+
+    Returns
+    -------
+    float or None
+    """
+    min_sep = float(fkw["min_sep"] or 0.0)
+    seps = []
+    for cat in (src_cat, tmpl_cat):
+        usable = filter_catalog(cat, **{**fkw, "min_sep": 0.0, "n_det": None})
+        if len(usable) < 8:
+            return None
+        nn = cKDTree(cat.xy).query(usable.xy, k=2)[0][:, 1]
+        if np.mean(nn >= min_sep) < CROWDED_KEPT:
+            seps.append(float(np.percentile(nn, CROWDED_PERCENTILE)))
+    if not seps:
+        return None
+    sep = max(min(seps), MIN_CROWDED_SEP)
+    return sep if sep < min_sep else None
 
 
 def _usable(cat: Catalog, fkw: dict) -> Catalog:

@@ -7,7 +7,9 @@ stars of the whole frame rarely lie in the overlap, so the first quad stage find
 nothing and the multi-scale fallback (``gpualign.match._multiscale``) must. Accuracy:
 landing errors of the common stars against the true mapping (template px). Plus a
 rendered pair, a real pair of adjacent 2MASS tiles (J and Ks, same pixel grid: the truth
-is a pure offset), and unrelated fields of the same density, which must fail with
+is a pure offset; a crowded field, solved with the defaults by the retry with a crowding
+filter adapted to the density), and unrelated fields of the same density (simulated, and
+2MASS tiles that do not overlap, which go through that retry), which must fail with
 NoQuadMatch (no false match).
 """
 
@@ -154,26 +156,47 @@ def _tiles(axis: int, width: int = 385, offset: int = 335):
 
 
 @pytest.mark.parametrize("axis", [0, 1])
-def test_adjacent_real_tiles(axis):
+def test_adjacent_real_tiles(axis, caplog):
     """2MASS J and Ks tiles of the Galactic Centre overlapping by 13% (50 x 700 px).
 
     The field is crowded (a source every ~7 px): the default crowding filter (2 x the
-    5 px match tolerance) leaves no common star in the overlap, so the pair is solved
-    with ``max_match_dist=2`` (a 4 px crowding filter). Landing errors on a grid over
-    the overlap, against the true offset.
+    5 px match tolerance) leaves no common star in the overlap, so blind matching fails
+    and is tried again with a filter adapted to the density (~5 px: the 25th percentile
+    of the nearest-neighbour distances). Defaults throughout. Landing errors on a grid
+    over the overlap, against the true offset.
     """
     template, source, shift = _tiles(axis)
-    sol = gpualign.find_transform(source, template, backend="numpy", max_match_dist=2.0)
+    with caplog.at_level("INFO", logger="gpualign"):
+        sol = gpualign.find_transform(source, template, backend="numpy")
+    assert "crowded field: matching again" in caplog.text
     n_long, n_across = np.linspace(20, 700, 35), np.linspace(345, 375, 4)
     a, c = np.meshgrid(n_long, n_across)
     grid = np.column_stack([c.ravel(), a.ravel()] if axis == 0 else [a.ravel(), c.ravel()])
     fx, fy = sol.transform(grid[:, 0], grid[:, 1])
     err = np.hypot(fx - (grid[:, 0] - shift[0]), fy - (grid[:, 1] - shift[1]))
     rms = float(np.sqrt(np.mean(err**2)))
-    # measured 0.13 (x) and 0.08 (y) px (the fit's residual RMS ~0.3-0.4 px: J and Ks
+    # measured 0.14 (x) and 0.08 (y) px (the fit's residual RMS ~0.3-0.6 px: J and Ks
     # centroids of the blends of this crowded field differ); a wrong match is pixels off
     assert rms <= 0.25, rms
     assert sol.stats["n_match"] >= 15
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_crowded_tiles_that_do_not_overlap_do_not_match(axis, caplog):
+    """The same crowded 2MASS sky, J and Ks tiles 60 px apart: the retry finds nothing."""
+    j = fits.getdata(DATA / "gc_2mass_j.fits").astype(np.float32)
+    k = fits.getdata(DATA / "gc_2mass_k.fits").astype(np.float32)
+    for first, second in ((0, 390), (390, 0)):
+        cut = [slice(None), slice(None)]
+        cut[1 - axis] = slice(first, first + 330)
+        template = j[tuple(cut)].copy()
+        cut[1 - axis] = slice(second, second + 330)
+        source = k[tuple(cut)].copy()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="gpualign"), \
+                pytest.raises(gpualign.NoQuadMatch, match="multi-scale"):
+            gpualign.find_transform(source, template, backend="numpy")
+        assert "crowded field: matching again" in caplog.text
 
 
 @pytest.mark.parametrize(("n_stars", "seed"), [(3000, 0), (3000, 1), (400, 0), (400, 1),
