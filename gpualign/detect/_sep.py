@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 import sep
 from scipy.spatial import cKDTree
+from scipy.special import log_ndtr
 
 from gpualign._errors import TooFewStars
 from gpualign.detect._catalog import Catalog, _sigma_from_snr
@@ -34,6 +34,7 @@ def _extract(data: np.ndarray, thresh: float, rms: float, mask: np.ndarray | Non
             pixstack = min(8 * pixstack, data.size)
 
 
+_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 #: Least centroid uncertainty (px) of a deep catalogue's stars (see :meth:`_Pixels.catalog`).
 DEEP_SIGMA_FLOOR = 0.05
 #: An object wider than this many PSF FWHMs is extended: centred within a PSF window.
@@ -260,7 +261,10 @@ def _edge_bias(x: np.ndarray, y: np.ndarray, window_sigma: np.ndarray,
     ny, nx = shape
     d = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x), np.minimum(y + 0.5, ny - 0.5 - y))
     a = np.clip(d, 0.0, None) / np.maximum(window_sigma, 1e-6)
-    return window_sigma * np.exp(scipy.stats.norm.logpdf(a) - scipy.stats.norm.logcdf(a))
+    # the standard normal's pdf over its cdf, in logs (scipy.stats.norm's logpdf and
+    # logcdf, without importing scipy.stats: 0.4 s at start-up)
+    log_pdf = -a**2 / 2.0 - _LOG_SQRT_2PI
+    return window_sigma * np.exp(log_pdf - log_ndtr(a))
 
 
 def detect(

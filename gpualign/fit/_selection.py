@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 import scipy.linalg
-import scipy.stats
+import scipy.special
 
 from gpualign.fit._linear import check_model, fit_model
 from gpualign.transform import Transform, n_terms
@@ -161,6 +161,8 @@ def _significantly_positive(diff: np.ndarray) -> bool:
         return True
     if not np.any(diff != 0):
         return False
+    import scipy.stats  # deferred: 0.4 s to import
+
     p = scipy.stats.wilcoxon(diff, alternative="greater").pvalue
     return bool(p < DEGREE_SIGNED_RANK_ALPHA)
 
@@ -252,6 +254,8 @@ def choose_model(
     if not better and np.any(diff != 0):
         # One pair far off (an edge pair of a partial field) inflates the spread and
         # hides a clear majority; the signed-rank test is not fooled by it.
+        import scipy.stats  # deferred: 0.4 s to import
+
         better = scipy.stats.wilcoxon(diff, alternative="greater").pvalue < SIGNED_RANK_ALPHA
     chosen = "affine" if better else "similarity"
     log.debug("model choice: held-out rms similarity %.4f, affine %.4f -> %s",
@@ -281,7 +285,7 @@ def _f_test_model(tmpl_xy: np.ndarray, src_xy: np.ndarray, w: np.ndarray, degree
     if chi2["affine"] <= 0.0:
         return "affine" if chi2["similarity"] > 0.0 else "similarity"
     f = max(chi2["similarity"] - chi2["affine"], 0.0) / 2.0 / (chi2["affine"] / dof)
-    p = float(scipy.stats.f.sf(f, 2, dof))
+    p = float(scipy.special.fdtrc(2, dof, f))  # scipy.stats.f.sf(f, 2, dof)
     chosen = "affine" if p < AFFINE_F_TEST_ALPHA else "similarity"
     log.debug("model choice (%d pairs, F-test): F = %.3g, p = %.3g -> %s", len(tmpl_xy),
               f, p, chosen)

@@ -44,7 +44,6 @@ from itertools import combinations
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.stats import poisson
 
 from gpualign.match._cross import affine_matrix, apply_matrix, cross_match, similarity_matrix
 from gpualign.match._neighbours import NeighbourIndex
@@ -312,6 +311,8 @@ class _Verifier:
         s_pts = self.src_xy[s_in]
         index = NeighbourIndex(s_pts)
         i, j, _ = cross_match(pred[t_in], s_pts, tol, index)
+        from scipy.stats import poisson  # loaded only when this fallback stage runs
+
         if len(i) < expected + 3 or poisson.sf(len(i) - 1, expected) > self.p_max:
             return None
         # Significant: similarity refinements on the matched pairs (the fit that follows

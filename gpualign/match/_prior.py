@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
-from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
-from scipy.stats import poisson
 
 from gpualign.backend import Backend
 from gpualign.detect._catalog import Catalog
 from gpualign.match._cross import affine_matrix, apply_matrix, cross_match, similarity_matrix
 from gpualign.match._neighbours import NeighbourIndex
 from gpualign.match._quad_match import QuadSolution
+
+if TYPE_CHECKING:  # astropy.wcs and scipy.stats load when a WCS is there to use
+    from astropy.wcs import WCS
 
 log = logging.getLogger("gpualign")
 
@@ -81,21 +82,27 @@ def celestial_wcs(header: Any) -> WCS | None:
     """
     if header is None:
         return None
+    wcs_module = sys.modules.get("astropy.wcs")  # a WCS object means it is loaded
+    if wcs_module is not None and isinstance(header, wcs_module.WCS):
+        w = header
+    elif isinstance(header, fits.Header):
+        if not any(str(header.get(f"CTYPE{k}", "")).strip() for k in (1, 2)):
+            return None
+        w = None
+    else:
+        return None
     try:
+        from astropy.wcs import WCS
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FITSFixedWarning and friends: the fix-ups
-            if isinstance(header, WCS):
-                w = header
-            elif isinstance(header, fits.Header):
-                if not any(str(header.get(f"CTYPE{k}", "")).strip() for k in (1, 2)):
-                    return None
+            if w is None:
                 w = WCS(header, naxis=2)
-            else:
-                return None
             if not w.has_celestial or w.naxis != 2 or w.celestial.naxis != 2:
                 return None
             scales = proj_plane_pixel_scales(w.celestial)
-    except (ValueError, KeyError, TypeError, MemoryError, FITSFixedWarning) as exc:
+    except (ValueError, KeyError, TypeError, MemoryError) as exc:
         log.debug("no usable WCS: %s", exc)
         return None
     except Exception as exc:  # wcslib's own errors (astropy.wcs._wcs.*Error)
@@ -107,11 +114,15 @@ def celestial_wcs(header: Any) -> WCS | None:
 
 
 def _pixel_scale_arcsec(w: WCS) -> float:
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
     return float(np.sqrt(np.prod(proj_plane_pixel_scales(w))) * 3600.0)
 
 
 def _world_to_pixel(w: WCS, sky: Any) -> np.ndarray:
     """Pixel positions of sky coordinates; NaN where the inversion does not converge."""
+    from astropy.wcs import NoConvergence
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -394,6 +405,8 @@ def wcs_prior_match(
         return PriorMatch(None, f"no star pairs within the {radius:.3g} px search radius")
     n_cells = (len(_steps(np.deg2rad(MAX_ROTATION_DEG), reach, bin_px))
                * len(_steps(MAX_SCALE_ERROR, reach, bin_px)) * (2 * radius / tol) ** 2)
+    from scipy.stats import poisson
+
     index = NeighbourIndex(s_xy, backend)
     best: tuple[int, float, np.ndarray, np.ndarray] | None = None
     for peak in peaks:
