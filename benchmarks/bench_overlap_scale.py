@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
+from _common import commit_id  # noqa: E402
 
 import gpualign  # noqa: E402
 import gpualign.match._quad_match as quad_stage  # noqa: E402
@@ -210,17 +211,6 @@ def run_peers(venv: Path, fields: Path, out: Path) -> dict:
     return {(r["field"], r["tool"]): r for r in recs}
 
 
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
 def cell(rec: dict | None, unit: float = 1.0) -> str:
     if rec is None:
         return "not run"
@@ -297,7 +287,7 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
         "# Thin overlaps and blind 10x scale ratios",
         "",
         f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
-        f"{_commit()} | script `benchmarks/bench_overlap_scale.py` (seeds not used by the "
+        f"{commit_id()} | script `benchmarks/bench_overlap_scale.py` (seeds not used by the "
         "tests).",
         "",
         "Landing errors of the evaluation stars (the brightest stars inside both images, "

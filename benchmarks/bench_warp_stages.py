@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,22 +47,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
+from _common import commit_id  # noqa: E402
 
 RESULTS = HERE / "results"
 JSONL = RESULTS / "warp_stages.jsonl"
 STAGES = ("read", "prefilter", "coords", "sample", "write", "warp", "warp+write")
 SEED = 90514  # not used by the tests
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
 
 
 def make_source(n: int, path: Path) -> None:
@@ -211,7 +200,7 @@ def measure(label: str, sizes: list[int], threads: list[int], repeat: int) -> No
     with open(JSONL, "a") as f:
         for r in records:
             f.write(json.dumps({"label": label, "when": _metrics.now(), "gpualign": where,
-                                "commit": _commit(), "host": _host.status(),
+                                "commit": commit_id(), "host": _host.status(),
                                 "load_before": [round(x, 2) for x in load],
                                 "load_after": [round(x, 2) for x in os.getloadavg()],
                                 "repeat": repeat, **r}) + "\n")
@@ -243,7 +232,7 @@ def report() -> None:
         "# CPU warp and FITS I/O by stage (issue 14)",
         "",
         f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
-        f"{_commit()} | script benchmarks/bench_warp_stages.py",
+        f"{commit_id()} | script benchmarks/bench_warp_stages.py",
         "",
         "Seconds per stage, minimum of "
         f"{'/'.join(str(k) for k in runs)} runs (invocations x --repeat); float32 N x N "
