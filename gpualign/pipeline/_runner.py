@@ -11,6 +11,7 @@ into the file, extras included.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -386,7 +387,7 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
 
     ``source_mask`` (array, HDU or FITS path; ``mask_ext`` its extension): pixels it
     flags (any set bit) are left out of the source's detection, as the image's own mask
-    is; the warp applies it again (:func:`warp_frame`).
+    is; it is read once and returned as the mask the warp resamples.
 
     With ``match.wcs_prior="auto"`` and a celestial WCS in both headers (the template's
     and the source's), the two WCSs predict the mapping (``gpualign.match._prior``).
@@ -397,15 +398,18 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
     Returns
     -------
     data, header, mask, solution
-        The source's pixels (a private copy), header and own mask, and the solution.
+        The source's pixels (a private copy), header, the mask for the warp (the loaded
+        ``source_mask``, else the image's own) and the solution.
     """
     t0 = time.perf_counter()
     if side.catalog is None and side.pixels[0][0].size >= SEQUENTIAL_DETECT_PIXELS:
         detect_template(side, detect, match)
     data, header, mask = load_image(source, source_ext, name="source")
     det_mask = mask
-    if source_mask is not None and source_det is None:
-        det_mask = detection_mask(mask, load_mask(source_mask, data.shape, mask_ext))
+    if source_mask is not None:
+        user_mask = load_mask(source_mask, data.shape, mask_ext)
+        det_mask = detection_mask(mask, user_mask)
+        mask = user_mask  # what the warp resamples: the given mask replaces the own one
     src_cat = _detect_both(side, data, det_mask, source_det, detect,
                            depth_policy(detect, match))
     del det_mask
@@ -578,8 +582,10 @@ def run_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
         source, side, detect=detect, match=match, fit=fit, backend=backend,
         source_det=source_det, source_ext=options.source_ext,
         source_mask=options.source_mask, mask_ext=options.mask_ext)
+    # the source mask is loaded (solve_frame returned it as ``mask``): not read again
     result = warp_frame(data, source, header, mask, solution, side, backend=backend,
-                        options=options, source_name=source_name)
+                        options=dataclasses.replace(options, source_mask=None),
+                        source_name=source_name)
     if options.save_transform is not None:  # after the image: a failed run leaves neither
         solution.save(options.save_transform)
     return FrameOutput(solution, result, options.output)
