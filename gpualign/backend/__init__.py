@@ -14,7 +14,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import scipy.ndimage
 
 from gpualign._errors import BackendUnavailable, GpuAlignError, GpuAlignWarning, warn
 
@@ -50,7 +49,7 @@ class Backend:
 
     name: str
     xp: ModuleType
-    ndimage: ModuleType
+    ndimage: ModuleType | Any
     to_device: Callable[[np.ndarray], Any]
     to_host: Callable[[Any], np.ndarray]
     reason: str = ""
@@ -100,6 +99,30 @@ def _host_free_memory() -> int:
         return 2**32
 
 
+class _DeferredModule:
+    """A module imported when first used.
+
+    ``scipy.ndimage`` costs 0.3 s at start-up, and a run whose prefilter and warp are
+    done by the host library never needs it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<module {self._name!r}, imported when first used>"
+
+
+_SCIPY_NDIMAGE = _DeferredModule("scipy.ndimage")
+
+
 def numpy_backend(reason: str = "requested") -> Backend:
     """Return the NumPy/SciPy backend.
 
@@ -115,7 +138,7 @@ def numpy_backend(reason: str = "requested") -> Backend:
     return Backend(
         name="numpy",
         xp=np,
-        ndimage=scipy.ndimage,
+        ndimage=_SCIPY_NDIMAGE,
         to_device=np.asarray,
         to_host=np.asarray,
         reason=reason,
@@ -265,6 +288,8 @@ def backend_report() -> dict[str, str]:
         ``cuda_driver``.
     """
     import warnings
+
+    import scipy
 
     from gpualign.backend import _host
 

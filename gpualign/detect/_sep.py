@@ -9,6 +9,7 @@ from scipy.special import log_ndtr
 
 from gpualign._errors import TooFewStars
 from gpualign.detect._catalog import Catalog, _sigma_from_snr
+from gpualign.detect._gauss_fit import fit_gaussian
 
 __all__ = ["detect", "filter_catalog", "keep_brightest"]
 
@@ -228,21 +229,13 @@ class _Pixels:
         stack = stamps.sum(axis=0)
         yy, xx = np.meshgrid(off, off, indexing="ij")
 
-        def resid(p: np.ndarray) -> np.ndarray:
-            amp, cx, cy, s, c = p
-            return (amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s)) + c
-                    - stack).ravel()
-
-        from scipy.optimize import least_squares
-
         start = [max(float(stack.max()), 1e-9), 0.0, 0.0, 1.3, 0.0]
-        try:
-            fit = least_squares(resid, start, bounds=([0, -2, -2, 0.4, -np.inf],
-                                                      [np.inf, 2, 2, r / 2.0, np.inf]))
-        except ValueError:
+        fit = fit_gaussian(stack, xx, yy, start, [0, -2, -2, 0.4, -np.inf],
+                           [np.inf, 2, 2, r / 2.0, np.inf])
+        if fit is None:
             return None
-        s = float(fit.x[3])
-        if not fit.success or not 0.4 < s < r / 2.0 - 1e-3:
+        s = float(fit[3])
+        if not 0.4 < s < r / 2.0 - 1e-3:
             return None
         # Centres rounded to the pixel add a uniform offset: 1/12 px^2 of variance.
         return 2.3548 * float(np.sqrt(max(s * s - 1.0 / 12.0, 0.16)))

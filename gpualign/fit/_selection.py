@@ -16,6 +16,7 @@ import scipy.linalg
 import scipy.special
 
 from gpualign.fit._linear import check_model, fit_model
+from gpualign.fit._signed_rank import signed_rank_greater
 from gpualign.transform import Transform, n_terms
 from gpualign.transform._polynomial import design_matrix
 
@@ -161,10 +162,7 @@ def _significantly_positive(diff: np.ndarray) -> bool:
         return True
     if not np.any(diff != 0):
         return False
-    import scipy.stats  # deferred: 0.4 s to import
-
-    p = scipy.stats.wilcoxon(diff, alternative="greater").pvalue
-    return bool(p < DEGREE_SIGNED_RANK_ALPHA)
+    return bool(signed_rank_greater(diff) < DEGREE_SIGNED_RANK_ALPHA)
 
 
 def held_out_sq_errors(
@@ -254,9 +252,7 @@ def choose_model(
     if not better and np.any(diff != 0):
         # One pair far off (an edge pair of a partial field) inflates the spread and
         # hides a clear majority; the signed-rank test is not fooled by it.
-        import scipy.stats  # deferred: 0.4 s to import
-
-        better = scipy.stats.wilcoxon(diff, alternative="greater").pvalue < SIGNED_RANK_ALPHA
+        better = signed_rank_greater(diff) < SIGNED_RANK_ALPHA
     chosen = "affine" if better else "similarity"
     log.debug("model choice: held-out rms similarity %.4f, affine %.4f -> %s",
               scores["similarity"], scores["affine"], chosen)

@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from gpualign._errors import InputError
 from gpualign.transform import Transform
@@ -80,6 +79,8 @@ def _eta_coeffs(order: int) -> np.ndarray:
     if order not in _ETA_CACHE:
         delta = np.zeros(2 * _IMPULSE_HALF + 1)
         delta[_IMPULSE_HALF] = 1.0
+        from scipy import ndimage  # deferred: 0.3 s at start-up
+
         _ETA_CACHE[order] = ndimage.spline_filter1d(delta, order, mode="mirror")
     return _ETA_CACHE[order]
 
@@ -88,6 +89,8 @@ def _eta(order: int, t: np.ndarray) -> np.ndarray:
     """Cardinal spline interpolation weight of a pixel at offset ``t`` (order >= 1)."""
     if order == 1:
         return np.clip(1.0 - np.abs(t), 0.0, None)
+    from scipy import ndimage
+
     c = _eta_coeffs(order)
     pos = np.clip(t + _IMPULSE_HALF, 0, 2 * _IMPULSE_HALF)
     return ndimage.map_coordinates(c, pos.reshape(1, -1), order=order, mode="mirror",
