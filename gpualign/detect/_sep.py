@@ -55,6 +55,41 @@ MIN_PSF_FWHM = 1.5
 LOCUS_PERCENTILE = 10.0
 
 
+#: Images of at least this many pixels have their background measured on every second
+#: pixel of every second row (:func:`_subtract_background`).
+SUBSAMPLED_BACKGROUND_MIN_PIXELS = 8_000_000
+#: sep's background mesh (px, full resolution), its default.
+BACKGROUND_MESH = 64
+
+
+def _subtract_background(data: np.ndarray, bad_u8: np.ndarray | None) -> tuple[float, float]:
+    """Subtract sep's background map from ``data`` in place; (global level, global RMS).
+
+    A large image's background is measured on the pixels of even rows and columns, in
+    meshes of the same size on the sky (:data:`BACKGROUND_MESH` full-resolution pixels):
+    each mesh's sky then comes from 1024 pixels instead of 4096 (its noise 3% of the
+    pixels' RMS instead of 1.6%, far below what moves a centroid), in a quarter of the
+    time (0.2-0.45 s -> 0.05-0.1 s per 4096^2 image on 2 cores). The pixels' RMS is
+    the same (no pixels are averaged); the map, on the sampled grid, is subtracted
+    from each 2x2 block it samples (the sky varies over tens of pixels, not two).
+    """
+    if data.size < SUBSAMPLED_BACKGROUND_MIN_PIXELS or min(data.shape) < 4 * BACKGROUND_MESH:
+        bkg = sep.Background(data, mask=bad_u8, bw=BACKGROUND_MESH, bh=BACKGROUND_MESH)
+        bkg.subfrom(data)
+        return float(bkg.globalback), float(bkg.globalrms)
+    half = BACKGROUND_MESH // 2
+    sub_mask = None if bad_u8 is None else np.ascontiguousarray(bad_u8[::2, ::2])
+    sampled = np.ascontiguousarray(data[::2, ::2])
+    bkg = sep.Background(sampled, mask=sub_mask, bw=half, bh=half)
+    del sampled, sub_mask  # sep keeps its meshes only: the map is made without them
+    back = bkg.back(dtype=np.float32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            view = data[dy::2, dx::2]
+            view -= back[:view.shape[0], :view.shape[1]]
+    return float(bkg.globalback), float(bkg.globalrms)
+
+
 class _Pixels:
     """An image made ready for sep: a private float32 copy, background subtracted.
 
@@ -68,16 +103,17 @@ class _Pixels:
             bad |= np.asarray(mask, dtype=bool)
         if bad.all():
             raise TooFewStars("the image has no finite pixels", hint="check the input file")
-        data[bad] = 0.0
-        bad_u8 = bad.astype(np.uint8) if bad.any() else None
-        bkg = sep.Background(data, mask=bad_u8)
-        sky_level = float(bkg.globalback)
-        rms = float(bkg.globalrms)
-        bkg.subfrom(data)
-        if bad_u8 is not None:
+        bad_u8 = None
+        if bad.any():
             data[bad] = 0.0
+            bad_u8 = bad.view(np.uint8)  # the same bytes: no second mask in memory
+        del bad
+        sky_level, rms = _subtract_background(data, bad_u8)
+        if bad_u8 is not None:
+            data[bad_u8.view(bool)] = 0.0
         if not np.isfinite(rms) or rms <= 0:
-            rms = float(np.std(data[~bad])) or 1.0
+            good = data if bad_u8 is None else data[~bad_u8.view(bool)]
+            rms = float(np.std(good)) or 1.0
         self.data, self.bad_u8, self.rms = data, bad_u8, rms
         # Effective gain from the sky: Poisson-dominated sky has variance = level / gain.
         self.gain = sky_level / rms**2 if sky_level > 5.0 * rms else np.inf
