@@ -15,8 +15,11 @@ Wall time is from spawn to exit; peak memory is the largest process's peak RSS (
 Before the rounds, each build's package is compiled to bytecode (``compileall``), as
 ``pip install`` does for users and had done for the peers: a checkout run with
 ``PYTHONDONTWRITEBYTECODE`` set (this machine's default) would otherwise compile its
-~90 modules in every run (0.25 s); and the fields' files are read once, so that every
-round finds them in the page cache.
+~80 modules in every run (0.25 s). The fields' files and each build's libraries are
+read (untimed) before the first round and again after every peer run: spalipy takes
+2-8 GB, which evicts the page cache, and the next run would otherwise pay for reading
+Python, NumPy, SciPy and the images from disk (a ``before`` run after spalipy took
+24 s instead of 8).
 
 Usage::
 
@@ -89,6 +92,18 @@ def _align(checkout: Path, field: Path, scratch: Path, timeout: float) -> dict:
     return rec
 
 
+def _rewarm(builds: dict[str, Path], fields: list[Path]) -> None:
+    """Read the fields' files and import each build's engine (untimed): page cache warm."""
+    for folder in fields:
+        for f in sorted(folder.glob("*.fits")):
+            with f.open("rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+    for checkout in builds.values():
+        subprocess.run([sys.executable, "-c", "import gpualign.cli._align, sep"],
+                       env=_env(checkout), check=True, capture_output=True)
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -118,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for checkout in builds.values():
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "gpualign")],
                        check=True, capture_output=True)
-    for field in fields:
-        for f in sorted((args.fields / field).glob("*.fits")):
-            with f.open("rb") as fh:
-                while fh.read(1 << 24):
-                    pass
+    _rewarm(builds, [args.fields / f for f in fields])
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         for rnd in range(args.repeat):
@@ -144,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append({"round": rnd, "build": peer, "case": field, **rec})
                     print(f"round {rnd + 1} {peer:8s} {field}: {rec.get('status')} "
                           f"{rec.get('wall_s') or float('nan'):.2f} s", flush=True)
+                    _rewarm(builds, [args.fields / f for f in fields])
     _write(runs, builds, fields, args)
     return 0
 
