@@ -9,7 +9,6 @@ failure the user can fix is one line on stderr and a non-zero exit code
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -566,13 +565,6 @@ def main(argv: list[str] | None = None) -> None:
     argv : list of str, optional
         The arguments (default: ``sys.argv[1:]``).
     """
-    # NumPy asks the kernel for transparent huge pages for every large array; where the
-    # kernel then compacts memory on the page fault (THP "defrag = madvise", the default
-    # of many distributions), the first touch of each new image stalls: read+detect of
-    # an 8192^2 pair took 4.2-4.7 s instead of 1.9-2.4 s on the 2-core VM
-    # (benchmarks/results/cpu.md). NumPy reads this before it is imported; a value the
-    # user set is kept.
-    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     try:
         code = app(args=argv, prog_name="gpualign", standalone_mode=False)
     except Exception as exc:
