@@ -92,6 +92,15 @@ def _align(checkout: Path, field: Path, scratch: Path, timeout: float) -> dict:
     return rec
 
 
+def _check_build(name: str, checkout: Path) -> None:
+    """Fail unless ``checkout``'s own gpualign package is the one its runs import."""
+    res = subprocess.run([sys.executable, "-c", "import gpualign; print(gpualign.__file__)"],
+                         env=_env(checkout), check=True, capture_output=True, text=True)
+    found = Path(res.stdout.strip()).resolve()
+    if checkout not in found.parents:
+        raise SystemExit(f"build {name}: imports {found}, not {checkout}'s gpualign")
+
+
 def _rewarm(builds: dict[str, Path], fields: list[Path]) -> None:
     """Read the fields' files and import each build's engine (untimed): page cache warm."""
     for folder in fields:
@@ -127,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="cpu", help="results file name (NAME.md, NAME.jsonl)")
     args = ap.parse_args(argv)
     builds = dict(b.split("=", 1) for b in args.build) or {"current": str(HERE.parent)}
-    builds = {k: Path(v) for k, v in builds.items()}
+    builds = {k: Path(v).resolve() for k, v in builds.items()}
+    args.fields, args.results = args.fields.resolve(), args.results.resolve()
     fields = args.field or ["wide4k"]
     runs: list[dict] = []
     for checkout in builds.values():
@@ -136,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     _rewarm(builds, [args.fields / f for f in fields])
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
+        # ``python -m`` puts the working directory first on sys.path: run from an empty
+        # one, so that each build's PYTHONPATH decides which gpualign runs
+        os.chdir(scratch)
+        for name, checkout in builds.items():
+            _check_build(name, checkout)
         for rnd in range(args.repeat):
             for name, checkout in builds.items():
                 for what, cli in (("--version", ["--version"]), ("--help", ["align", "--help"])):
