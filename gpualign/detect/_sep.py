@@ -69,9 +69,11 @@ def _subtract_background(data: np.ndarray, bad_u8: np.ndarray | None) -> tuple[f
     meshes of the same size on the sky (:data:`BACKGROUND_MESH` full-resolution pixels):
     each mesh's sky then comes from 1024 pixels instead of 4096 (its noise 3% of the
     pixels' RMS instead of 1.6%, far below what moves a centroid), in a quarter of the
-    time (0.2-0.45 s -> 0.05-0.1 s per 4096^2 image on 2 cores). The pixels' RMS is
-    the same (no pixels are averaged); the map, on the sampled grid, is subtracted
-    from each 2x2 block it samples (the sky varies over tens of pixels, not two).
+    time (with the map's subtraction, 0.2-0.45 s -> 0.10-0.12 s per 4096^2 image and
+    1.5-1.7 s -> 0.41-0.49 s per 8192^2 image, ``benchmarks/results/floor.md``). The
+    pixels' RMS is the same (no pixels are averaged); the map, on the sampled grid, is
+    subtracted from each 2x2 block it samples (the sky varies over tens of pixels, not
+    two).
     """
     if data.size < SUBSAMPLED_BACKGROUND_MIN_PIXELS or min(data.shape) < 4 * BACKGROUND_MESH:
         bkg = sep.Background(data, mask=bad_u8, bw=BACKGROUND_MESH, bh=BACKGROUND_MESH)
