@@ -263,7 +263,13 @@ class _Pixels:
         stamps = self.data[iy[:, None, None] + off[None, :, None],
                            ix[:, None, None] + off[None, None, :]].astype(np.float64)
         if normalise:
-            stamps /= np.maximum(stamps.sum(axis=(1, 2)), 1e-30)[:, None, None]
+            # A stamp whose sky-subtracted sum is not positive (a faint object on a
+            # dip of the sky) cannot be normalised: divided by its sum, it would be
+            # the whole stack, and the fit arbitrary.
+            sums = stamps.sum(axis=(1, 2))
+            stamps = stamps[sums > 0] / sums[sums > 0][:, None, None]
+            if stamps.shape[0] < 3:
+                return None
         stack = stamps.sum(axis=0)
         yy, xx = np.meshgrid(off, off, indexing="ij")
 
