@@ -1,7 +1,7 @@
 """The WCS prior (issue 11, item 3): extreme scale ratios, thin overlaps, wrong WCSs.
 
 Simulated pairs are rendered from one sky catalogue through two TAN WCSs
-(``sky_pair`` of tests/pipeline/test_wcs_prior_pipeline.py: stars dN/dF ~ F^-1.75,
+(``sky_pair`` of gpualign/_simulate/_sky.py: stars dN/dF ~ F^-1.75,
 sky per pixel scaled with the pixel's area, Poisson and read noise), so the truth is
 the true WCSs' relation; seeds the tests do not use. Cases:
 
@@ -47,13 +47,12 @@ from astropy.wcs import FITSFixedWarning
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
 
 import _metrics  # noqa: E402
 from _common import commit_id  # noqa: E402
-from test_wcs_prior_pipeline import sky_pair, wrong_wcs  # noqa: E402
 
 import gpualign  # noqa: E402
+from gpualign._simulate._sky import sky_pair, wrong_wcs  # noqa: E402
 from gpualign.detect import detect_many  # noqa: E402
 
 SEEDS = (200, 201, 202)

@@ -9,12 +9,15 @@ one must fail verification (the caller then matches blind), never give a mapping
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, Sip
 
 import gpualign
+from gpualign._simulate._sky import tan_wcs, wrong_wcs
 from gpualign.detect import Catalog
 from gpualign.match import MatchSettings
 from gpualign.match._cross import apply_matrix
@@ -23,18 +26,8 @@ from gpualign.match._prior import WcsPrior, celestial_wcs, wcs_prior_match
 CRVAL = (150.1, 2.2)
 
 
-def _tan(shape, scale_arcsec, crval=CRVAL, rotation_deg=0.0, flip=False) -> WCS:
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = list(crval)
-    w.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
-    t = np.deg2rad(rotation_deg)
-    cd = scale_arcsec / 3600.0 * np.array([[-np.cos(t), np.sin(t)], [np.sin(t), np.cos(t)]])
-    if flip:
-        cd[:, 0] *= -1.0
-    w.wcs.cd = cd
-    w.wcs.set()
-    return w
+#: :func:`tan_wcs` centred on this module's pointing
+_tan = partial(tan_wcs, crval=CRVAL)
 
 
 def _with_sip(w: WCS, shape, corner_px: float) -> WCS:
@@ -47,21 +40,6 @@ def _with_sip(w: WCS, shape, corner_px: float) -> WCS:
     a[2, 0] = corner_px / r**2
     b[0, 2] = 0.7 * corner_px / r**2
     out.sip = Sip(a, b, None, None, out.wcs.crpix)
-    out.wcs.set()
-    return out
-
-
-def _wrong(w: WCS, kind: str) -> WCS:
-    out = w.deepcopy()
-    if kind == "3arcmin":
-        out.wcs.crval = [w.wcs.crval[0], w.wcs.crval[1] + 3.0 / 60.0]
-    elif kind == "2deg":
-        out.wcs.crval = [w.wcs.crval[0], w.wcs.crval[1] + 2.0]
-    elif kind == "rot30":
-        t = np.deg2rad(30.0)
-        out.wcs.cd = w.wcs.cd @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    elif kind == "mirror":
-        out.wcs.cd = w.wcs.cd @ np.diag([-1.0, 1.0])
     out.wcs.set()
     return out
 
@@ -143,7 +121,7 @@ def test_a_small_wcs_error_is_absorbed(wcs_pair):
 @pytest.mark.parametrize("kind", ["3arcmin", "2deg", "rot30", "mirror"])
 def test_a_wrong_wcs_fails_verification(wcs_pair, kind):
     tw, sw, tmpl, src = wcs_pair
-    found = wcs_prior_match(src, tmpl, WcsPrior(tw, _wrong(sw, kind)))
+    found = wcs_prior_match(src, tmpl, WcsPrior(tw, wrong_wcs(sw, kind)))
     assert found.solution is None, found
     assert found.reason and "\n" not in found.reason
 
