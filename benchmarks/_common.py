@@ -1,10 +1,12 @@
-"""Pieces every side-by-side benchmark script uses: the commit stamp, the peers' runs,
-and the table cell of one run."""
+"""Pieces every side-by-side benchmark script uses: the commit stamp, gpualign's solve
+scored against the truth, the peers' runs, and the table cell of one run."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,6 +24,27 @@ def commit_id() -> str:
     return rev + ("-dirty" if dirty else "")
 
 
+def solve_and_score(source, template, stars_t, stars_s, **kw) -> dict:
+    """``gpualign.find_transform`` (NumPy backend, warnings silenced), scored by the
+    landing errors of the evaluation stars (template px -> their true source px)."""
+    import _metrics
+
+    import gpualign
+
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sol = gpualign.find_transform(source, template, backend="numpy", **kw)
+    except gpualign.GpuAlignError as exc:
+        return {"status": "failed", "message": f"{type(exc).__name__}: {exc}"[:160],
+                "solve_s": time.perf_counter() - t0}
+    solve_s = time.perf_counter() - t0
+    e = _metrics.landing_errors(sol.transform, stars_t, stars_s)
+    return {"status": "ok", **_metrics.error_stats(e), "n_match": sol.stats["n_match"],
+            "prior": sol.prior, "fit_rms_px": sol.stats["rms"], "solve_s": solve_s}
+
+
 def run_peers(venv: Path, fields: Path, out: Path) -> dict:
     """run_peers.py in the peers' venv on every field folder; {(field, tool): record}."""
     cmd = [str(venv / "bin" / "python"), str(HERE / "run_peers.py"), "--fields", str(fields),
@@ -31,11 +54,11 @@ def run_peers(venv: Path, fields: Path, out: Path) -> dict:
     return {(r["field"], r["tool"]): r for r in recs}
 
 
-def cell(rec: dict | None, digits: int = 3) -> str:
-    """``RMS / max`` of one run, ``fails (Error)`` or ``not run``."""
+def cell(rec: dict | None, digits: int = 3, unit: float = 1.0) -> str:
+    """``RMS / max`` of one run (times ``unit``), ``fails (Error)`` or ``not run``."""
     if rec is None:
         return "not run"
     if rec.get("status") != "ok" or rec.get("rms_px") is None:
         msg = rec.get("message", "")
         return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
-    return f"{rec['rms_px']:.{digits}f} / {rec['max_px']:.3f}"
+    return f"{rec['rms_px'] * unit:.{digits}f} / {rec['max_px'] * unit:.3f}"

@@ -41,10 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +51,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
-from _common import commit_id  # noqa: E402
+from _common import cell, commit_id, run_peers, solve_and_score  # noqa: E402
 
-import gpualign  # noqa: E402
 import gpualign.match._quad_match as quad_stage  # noqa: E402
 import gpualign.pipeline._solve as solve_stage  # noqa: E402
 from gpualign._simulate import bright_overlap_stars, make_mapping, simulate_pair  # noqa: E402
@@ -182,42 +178,17 @@ def tiles_field(out: Path, axis: int, width: int = 385, offset: int = 335):
 
 
 def run_gpualign(source, template, truth, *, fallback: bool = True, **kw) -> dict:
+    """:func:`solve_and_score`; ``fallback=False``: without the multi-scale stage and the
+    crowded-field retry (the behaviour before them)."""
     saved, saved_retry = quad_stage._multiscale_fallback, solve_stage.crowded_sep
     if not fallback:
         quad_stage._multiscale_fallback = lambda *a, **k: (None, 0)
         solve_stage.crowded_sep = lambda *a, **k: None
-    t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sol = gpualign.find_transform(source, template, backend="numpy", **kw)
-    except gpualign.GpuAlignError as exc:
-        return {"status": "failed", "message": f"{type(exc).__name__}: {exc}"[:160],
-                "solve_s": time.perf_counter() - t0}
+        return solve_and_score(source, template, truth["stars_template"],
+                               truth["stars_source"], **kw)
     finally:
         quad_stage._multiscale_fallback, solve_stage.crowded_sep = saved, saved_retry
-    solve_s = time.perf_counter() - t0
-    e = _metrics.landing_errors(sol.transform, truth["stars_template"], truth["stars_source"])
-    return {"status": "ok", **_metrics.error_stats(e), "n_match": sol.stats["n_match"],
-            "solve_s": solve_s}
-
-
-def run_peers(venv: Path, fields: Path, out: Path) -> dict:
-    """Run run_peers.py in the peers' venv; {(field, tool): record}."""
-    cmd = [str(venv / "bin" / "python"), str(HERE / "run_peers.py"), "--fields", str(fields),
-           "--out", str(out), "--tools", *PEER_TOOLS, "--timeout", "600"]
-    subprocess.run(cmd, check=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return {(r["field"], r["tool"]): r for r in recs}
-
-
-def cell(rec: dict | None, unit: float = 1.0) -> str:
-    if rec is None:
-        return "not run"
-    if rec.get("status") != "ok" or rec.get("rms_px") is None:
-        msg = rec.get("message", "")
-        return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
-    return f"{rec['rms_px'] * unit:.3f} / {rec['max_px'] * unit:.3f}"
 
 
 def _fields(out: Path, seeds, only):
@@ -322,7 +293,7 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
         for r in mine:
             g = r["gpualign"]
             row = (f"| {r['field']} | {r['n_common_stars'] or '-'} | {cell(g)} |"
-                   + (f" {cell(g, r['coarse_unit'])} |" if kind == "scale" else "")
+                   + (f" {cell(g, unit=r['coarse_unit'])} |" if kind == "scale" else "")
                    + f" {g.get('n_match', '-')} | {g['solve_s']:.2f} | {cell(r['before'])} |"
                    + (f" {cell(r['gpualign-md2'])} |" if kind == "2mass" else "")
                    + f" {_peer_cells(r, have_peers)} | not installed |")

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -49,9 +47,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
-from _common import commit_id  # noqa: E402
+from _common import cell as common_cell  # noqa: E402
+from _common import commit_id, run_peers  # noqa: E402
+from _common import solve_and_score as _run  # noqa: E402
 
-import gpualign  # noqa: E402
 from gpualign._simulate._sky import sky_pair, wrong_wcs  # noqa: E402
 from gpualign.detect import detect_many  # noqa: E402
 
@@ -76,21 +75,6 @@ def _write_field(folder: Path, template, source, stars_t, stars_s, description: 
              "stars_template": np.asarray(stars_t).tolist(),
              "stars_source": np.asarray(stars_s).tolist()}
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))
-
-
-def _run(source, template, stars_t, stars_s, **kw) -> dict:
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sol = gpualign.find_transform(source, template, backend="numpy", **kw)
-    except gpualign.GpuAlignError as exc:
-        return {"status": "failed", "message": f"{type(exc).__name__}: {exc}"[:140],
-                "solve_s": time.perf_counter() - t0}
-    e = _metrics.landing_errors(sol.transform, stars_t, stars_s)
-    return {"status": "ok", **_metrics.error_stats(e), "n_match": sol.stats["n_match"],
-            "prior": sol.prior, "fit_rms_px": sol.stats["rms"],
-            "solve_s": time.perf_counter() - t0}
 
 
 def _sim_stars(pair, n: int = N_STARS) -> tuple[np.ndarray, np.ndarray]:
@@ -186,21 +170,12 @@ def twomass_cases(out: Path) -> list[dict]:
     return recs
 
 
-def run_peers(venv: Path, fields: Path, out: Path) -> dict:
-    cmd = [str(venv / "bin" / "python"), str(HERE / "run_peers.py"), "--fields", str(fields),
-           "--out", str(out), "--tools", "spalipy", "astroalign", "--timeout", "600"]
-    subprocess.run(cmd, check=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return {(r["field"], r["tool"]): r for r in recs}
-
-
 def cell(rec: dict | None, ratio: float | None = None) -> str:
-    if rec is None:
-        return "not run"
-    if rec.get("status") != "ok" or rec.get("rms_px") is None:
-        msg = rec.get("message", "")
-        return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
-    text = f"{rec['rms_px']:.3f} / {rec['max_px']:.3f}"
+    """:func:`_common.cell`, with the stars off the image, the RMS in source px and the
+    prior used."""
+    text = common_cell(rec)
+    if rec is None or rec.get("status") != "ok" or rec.get("rms_px") is None:
+        return text
     if rec.get("n_nonfinite"):
         text += f" ({rec['n_nonfinite']} off)"
     if ratio is not None and ratio > 1:
