@@ -45,7 +45,7 @@ from gpualign.batch._worker import process_frame
 from gpualign.detect import Catalog, DetectSettings
 from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
-from gpualign.pipeline import FrameOptions, detect_template, prepare_template
+from gpualign.pipeline import FrameOptions, batch_retry, detect_template, prepare_template
 
 log = logging.getLogger("gpualign")
 
@@ -202,7 +202,7 @@ def align_batch(
                      preserve_footprints=bool(preserve_footprints), max_memory=max_memory,
                      processes=processes, scheduler=scheduler,
                      workers=workers, show=bool(progress), timeout=timeout,
-                     protected=(template, template_det))
+                     protected=(template, template_det), **batch_retry(side, det))
 
 
 def run_batch(sources: Sequence[Any], cat: Catalog, header: Any, shape: tuple[int, int],

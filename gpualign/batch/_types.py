@@ -115,6 +115,10 @@ class BatchContext:
     protected: tuple[str, ...] = ()
     log_level: int = logging.WARNING
     max_memory: float | None = None
+    #: the deeper second try of a blind match (``gpualign.pipeline.batch_retry``): the
+    #: template's path to read again, or its retry catalogue; both None: no such try
+    template_reload: Any = None
+    template_retry: Catalog | None = None
 
 
 def output_name(source: Path | str, outdir: Path) -> Path:

@@ -156,7 +156,8 @@ def process_frame(task: FrameTask, ctx: BatchContext) -> FrameResult:
             _clean_temporaries(out)
         elif out is not None:
             _clean_temporaries(out)
-        side = TemplateSide(ctx.template, ctx.header, ctx.shape)
+        side = TemplateSide(ctx.template, ctx.header, ctx.shape, reload=ctx.template_reload,
+                            retry=ctx.template_retry)
         options = FrameOptions(
             interp_order=ctx.interp_order, cval=ctx.cval, dtype=np.dtype(ctx.dtype),
             threads=ctx.threads, source_ext=ctx.source_ext, output=out,

@@ -35,6 +35,7 @@ from gpualign.fit import FitSettings
 from gpualign.match import MatchSettings
 from gpualign.pipeline import (
     FrameOptions,
+    batch_retry,
     check_output_shape,
     detect_template,
     log_stats,
@@ -188,7 +189,7 @@ def run_align(sources: list[Path], template: Path | None, output: Path, *,
         backend=be.name, threads=threads, overwrite=overwrite, skip_existing=skip_existing,
         scheduler=scheduler, workers=workers, show=False if quiet else None,
         protected=(template, template_cat), max_memory=max_memory,
-        **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
+        **batch_retry(side, det), **{k: bool(extras.get(k)) for k in EVERY_SOURCE_OPTIONS})
     if report is not None:  # also when frames failed: the report says which and why
         _write_batch_report(report, results, be.name)
     if plot is not None:  # likewise: failed frames are marked

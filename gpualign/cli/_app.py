@@ -253,7 +253,8 @@ def align(
         bool,
         typer.Option("--auto-depth/--no-auto-depth",
                      help="Detect deeper (down to 1.5 sigma) when an image gives fewer than "
-                     "20 usable stars.", rich_help_panel=DETECTION),
+                     "20 usable stars, and at 3 sigma when blind matching finds nothing.",
+                     rich_help_panel=DETECTION),
     ] = True,
     flux_col: Annotated[
         str | None,

@@ -4,10 +4,12 @@ from gpualign.detect._catalog import Catalog, as_catalog, catalog_from_table, re
 from gpualign.detect._depth import (
     DEPTH_LADDER,
     DEPTH_TARGET,
+    RETRY_THRESH,
     Depth,
     DetectedCatalog,
     detect_auto,
     detect_many,
+    detect_retry,
     detect_strips_auto,
 )
 from gpualign.detect._sep import detect, filter_catalog, keep_brightest
@@ -17,6 +19,7 @@ from gpualign.detect._strips import STRIP_DETECT_PIXELS, detect_strips
 __all__ = [
     "DEPTH_LADDER",
     "DEPTH_TARGET",
+    "RETRY_THRESH",
     "STRIP_DETECT_PIXELS",
     "Catalog",
     "Depth",
@@ -27,6 +30,7 @@ __all__ = [
     "detect",
     "detect_auto",
     "detect_many",
+    "detect_retry",
     "detect_strips",
     "detect_strips_auto",
     "filter_catalog",

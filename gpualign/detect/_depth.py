@@ -40,8 +40,8 @@ from gpualign.detect._catalog import Catalog
 from gpualign.detect._sep import _Pixels, detect, filter_catalog
 from gpualign.detect._strips import detect_strips
 
-__all__ = ["DEPTH_LADDER", "DEPTH_TARGET", "Depth", "DetectedCatalog", "detect_auto",
-           "detect_many", "detect_strips_auto"]
+__all__ = ["DEPTH_LADDER", "DEPTH_TARGET", "RETRY_THRESH", "Depth", "DetectedCatalog",
+           "detect_auto", "detect_many", "detect_retry", "detect_strips_auto"]
 
 #: Thresholds (sigma) tried below the user's, deepest last: about 1.5 sigma is where a
 #: matched-filter extraction (sep's default 3x3 kernel, 5 pixels) starts to find noise.
@@ -50,6 +50,12 @@ DEPTH_LADDER = (4.0, 3.0, 2.5, 2.0, 1.5)
 #: (``n_quad_det``, 20), and with half of them in common still more than the 6
 #: matches a quad candidate must verify (``min_n_match``).
 DEPTH_TARGET = 20
+#: Threshold (sigma) of the second try when blind matching finds no match with the
+#: user's catalogues (``gpualign.pipeline.solve_frame``): a thin overlap of a sparse
+#: field holds about 50 stars of which 5 sigma leaves 6-9 usable in both images, too
+#: few for a quad and its verification; 3 sigma roughly doubles them
+#: (``benchmarks/results/overlap_scale.md``).
+RETRY_THRESH = 3.0
 
 
 @dataclass(frozen=True)
@@ -273,3 +279,15 @@ def detect_many(
     finally:
         _FORKED_IMAGES.clear()
     return [out[i] for i in range(len(images))]
+
+
+def detect_retry(image: np.ndarray, mask: np.ndarray | None = None) -> DetectedCatalog:
+    """The image detected again at :data:`RETRY_THRESH`, measured as the user's catalogue.
+
+    For the second try of a blind match that found nothing (a thin overlap holding
+    too few of the stars the user's threshold keeps). Each object is measured as at
+    any threshold (its own centroid window and uncertainty), so the stars both tries
+    share carry the same positions and weights.
+    """
+    cat = detect_many([(image, mask)], sep_thresh=RETRY_THRESH)[0]
+    return DetectedCatalog.of(cat, RETRY_THRESH)

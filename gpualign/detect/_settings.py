@@ -30,7 +30,9 @@ class DetectSettings(Settings):
         Flux column of user catalogues (e.g. ``FLUX_AUTO``).
     auto_depth : bool
         When an image gives fewer than 20 usable stars, detect it again at lower
-        thresholds, down to 1.5 sigma (``gpualign.detect._depth``).
+        thresholds, down to 1.5 sigma (``gpualign.detect._depth``); when blind
+        matching finds nothing, detect both images at 3 sigma and match once more
+        (``gpualign.pipeline.solve_frame``).
     """
 
     sep_thresh: float = setting(5.0, "Detection threshold (sigma).", minimum=0, above=True)
@@ -43,4 +45,5 @@ class DetectSettings(Settings):
     flux_col: str | None = setting(None, "Flux column of the catalogues, e.g. FLUX_AUTO.",
                                    kind=str, optional=True)
     auto_depth: bool = setting(True, "Detect deeper (down to 1.5 sigma) when an image gives "
-                               "fewer than 20 usable stars.", kind=bool)
+                               "fewer than 20 usable stars, and at 3 sigma when blind "
+                               "matching finds nothing.", kind=bool)

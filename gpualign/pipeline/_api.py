@@ -103,8 +103,9 @@ def find_transform(
         Number (or fraction, < 1) of the brightest detections to use.
     auto_depth : bool
         When an image gives fewer than 20 usable stars, detect it again at lower
-        thresholds down to 1.5 sigma (the thresholds used are in the solution's
-        ``thresholds`` and the output's ``GA_THR``).
+        thresholds down to 1.5 sigma; when blind matching finds nothing, detect both
+        images at 3 sigma and match once more (the thresholds used are in the
+        solution's ``thresholds`` and the output's ``GA_THR``).
     n_quad_det, min_quad_sep, max_quad_hash_dist, max_quad_cand, patience_quad_cand,
     quad_edge_buffer, sub_tile :
         Quad matching dials (see :class:`gpualign.MatchSettings`).

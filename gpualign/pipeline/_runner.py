@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from gpualign._errors import InputError
+from gpualign._errors import InputError, NoQuadMatch
 from gpualign._system import refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
@@ -34,8 +34,10 @@ from gpualign.detect import (
     DetectSettings,
     as_catalog,
     detect_many,
+    detect_retry,
     detect_strips_auto,
 )
+from gpualign.detect._depth import RETRY_THRESH
 from gpualign.fit import FitSettings
 from gpualign.io import (
     STREAM_MIN_PIXELS,
@@ -49,6 +51,7 @@ from gpualign.io import (
     write_fits_atomic,
 )
 from gpualign.match import MatchSettings
+from gpualign.match._multiscale import FALSE_MATCH_RATE
 from gpualign.match._prior import WcsPrior
 from gpualign.pipeline._memory import GIB, check_memory, memory_budget, warp_memory
 from gpualign.pipeline._solve import solve
@@ -67,12 +70,45 @@ from gpualign.warp import bits_present, default_threads, warp
 
 log = logging.getLogger("gpualign")
 
-__all__ = ["TemplateSide", "FrameOptions", "FrameOutput", "prepare_template",
+__all__ = ["TemplateSide", "TemplateReload", "FrameOptions", "FrameOutput", "prepare_template",
            "detect_template", "detection_mask", "solve_frame", "check_image_memory",
-           "warp_frame", "run_frame", "log_stats", "depth_policy", "SEQUENTIAL_DETECT_PIXELS"]
+           "warp_frame", "run_frame", "log_stats", "depth_policy", "batch_retry",
+           "SEQUENTIAL_DETECT_PIXELS"]
 
 #: Templates of at least this many pixels are detected before the source is read.
 SEQUENTIAL_DETECT_PIXELS = 1 << 27
+#: Accepted chance of a false match of the deeper second try (:func:`solve_frame`): a
+#: tenth of the first try's, so that the two together stay within 1.1 times it.
+RETRY_FALSE_MATCH_RATE = FALSE_MATCH_RATE / 10
+
+
+@dataclass(frozen=True)
+class TemplateReload:
+    """How to read the template's pixels again, for the deeper second try of a match.
+
+    Holds what the user gave (a path, or a reference to the array or HDU: no copy);
+    :attr:`small` says whether it is a file path (with a path or no mask), cheap to send
+    to a batch's workers.
+    """
+
+    template: Any
+    ext: int | str | None = None
+    mask: Any = None
+    mask_ext: int | str | None = None
+
+    @property
+    def small(self) -> bool:
+        """A file path (and a path or no mask): worth sending to workers."""
+        paths = (str, Path)
+        return isinstance(self.template, paths) and (self.mask is None
+                                                     or isinstance(self.mask, paths))
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The template's pixels and detection mask, as :func:`prepare_template` read them."""
+        data, _, mask = load_image(self.template, self.ext, name="template")
+        if self.mask is not None:
+            mask = detection_mask(mask, load_mask(self.mask, data.shape, self.mask_ext))
+        return data, mask
 
 
 @dataclass
@@ -80,13 +116,24 @@ class TemplateSide:
     """The template as a frame needs it: catalogue, header, grid, pixels not yet detected.
 
     ``pixels`` holds ``(data, mask)`` until the template is detected, then is emptied so
-    that the pixels are freed before the warp.
+    that the pixels are freed before the warp. ``reload`` reads them again for the
+    deeper second try of a blind match that found nothing (None: a template given as
+    a catalogue, or a mosaic); ``retry`` caches that try's template catalogue.
     """
 
     catalog: Catalog | None
     header: fits.Header | None
     shape: tuple[int, int] | None
     pixels: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    reload: TemplateReload | None = None
+    retry: Catalog | None = None
+
+    def retry_catalog(self) -> Catalog | None:
+        """The template detected at :data:`~gpualign.detect.RETRY_THRESH` (cached)."""
+        if self.retry is None and self.reload is not None:
+            data, mask = self.reload()
+            self.retry = _with_shape(detect_retry(data, mask), self.shape)
+        return self.retry
 
 
 @dataclass
@@ -315,7 +362,10 @@ def prepare_template(template: Any, *, template_det: Any = None,
         cat = _with_shape(as_catalog(template_det, flux_col=flux_col),
                           data.shape if data is not None else shape)
     pixels = [(data, mask)] if cat is None else []
-    return TemplateSide(cat, header, (int(shape[0]), int(shape[1])), pixels)
+    reload = None
+    if cat is None and data.size < SEQUENTIAL_DETECT_PIXELS:
+        reload = TemplateReload(template, ext, user_mask, mask_ext)
+    return TemplateSide(cat, header, (int(shape[0]), int(shape[1])), pixels, reload)
 
 
 def detect_template(side: TemplateSide, detect: DetectSettings | float,
@@ -412,16 +462,72 @@ def solve_frame(source: Any, side: TemplateSide, *, detect: DetectSettings,
         mask = user_mask  # what the warp resamples: the given mask replaces the own one
     src_cat = _detect_both(side, data, det_mask, source_det, detect,
                            depth_policy(detect, match))
-    del det_mask
     timings = {"read+detect": time.perf_counter() - t0}
     prior = None
     if match.wcs_prior == "auto":
         prior = WcsPrior.from_headers(side.header, header)
         if prior is None:
             log.debug("WCS prior: not both images carry a celestial WCS; blind matching")
-    solution = solve(src_cat, side.catalog, detect=detect, match=match, fit=fit,
-                     backend=backend, timings=timings, prior=prior)
+    kw = dict(detect=detect, match=match, fit=fit, backend=backend, timings=timings,
+              prior=prior)
+    try:
+        solution = solve(src_cat, side.catalog, **kw)
+    except NoQuadMatch as exc:
+        deeper = _deeper_catalogs(src_cat, data, det_mask, side, detect)
+        if deeper is None:
+            raise
+        log.info("%s; detecting again at %g sigma and matching once more", exc.args[0],
+                 RETRY_THRESH)
+        try:
+            solution = solve(*deeper, **kw, false_match_rate=RETRY_FALSE_MATCH_RATE)
+        except NoQuadMatch as again:
+            raise NoQuadMatch(f"{again.args[0]}, nor with both images detected at "
+                              f"{RETRY_THRESH:g} sigma", hint=again.hint) from None
     return data, header, mask, solution
+
+
+def batch_retry(side: TemplateSide, detect: DetectSettings) -> dict[str, Any]:
+    """What a batch's workers need for the deeper second try of a blind match.
+
+    The second try is :func:`solve_frame`'s; the result is
+    :class:`~gpualign.batch.BatchContext` fields: the template's path to read again
+    (small to send), else, for a template held in memory, its retry catalogue detected
+    now; nothing where no second try can happen (a template catalogue, a mosaic,
+    ``auto_depth`` off, a template already detected at 3 sigma or deeper).
+    """
+    none = {"template_reload": None, "template_retry": None}
+    if (side.reload is None or not detect.auto_depth
+            or getattr(side.catalog, "thresh", 0.0) <= RETRY_THRESH):
+        return none
+    if side.reload.small:
+        return {**none, "template_reload": side.reload}
+    return {**none, "template_retry": side.retry_catalog()}
+
+
+def _deeper_catalogs(src_cat: Catalog, data: np.ndarray, mask: np.ndarray | None,
+                     side: TemplateSide, detect: DetectSettings
+                     ) -> tuple[Catalog, Catalog] | None:
+    """Both catalogues at :data:`~gpualign.detect.RETRY_THRESH`, for a second try.
+
+    A thin overlap of a sparse field can hold too few of the stars the user's threshold
+    keeps for a quad and its verification, and the images' own star counts do not
+    call for automatic depth. With ``auto_depth``, a blind match that found nothing
+    is tried once more with both images detected at 3 sigma (an image already
+    detected that deep keeps its catalogue). None (no second try) when a catalogue
+    was given instead of pixels, both are already that deep, or an image is a mosaic
+    (its pixels are not kept or read twice).
+    """
+    thresholds = [getattr(c, "thresh", None) for c in (src_cat, side.catalog)]
+    if not detect.auto_depth or None in thresholds or data.size >= SEQUENTIAL_DETECT_PIXELS:
+        return None
+    src_deeper, tmpl_deeper = (t > RETRY_THRESH for t in thresholds)
+    if not (src_deeper or tmpl_deeper):
+        return None
+    tmpl = side.retry_catalog() if tmpl_deeper else side.catalog
+    if tmpl is None:
+        return None
+    src = _with_shape(detect_retry(data, mask), data.shape) if src_deeper else src_cat
+    return src, tmpl
 
 
 def _source_name(source: Any) -> str:

@@ -121,6 +121,7 @@ def solve(
     backend: str | Backend | None = None,
     timings: dict[str, float] | None = None,
     prior: WcsPrior | None = None,
+    false_match_rate: float = FALSE_MATCH_RATE,
 ) -> Solution:
     """Match and fit two catalogues (the part of registration after detection).
 
@@ -142,6 +143,9 @@ def solve(
         The two images' WCSs: with ``match.wcs_prior="auto"`` the initial mapping is
         first sought within their uncertainty, blind quad matching when that fails
         verification (recorded as the solution's ``prior``).
+    false_match_rate : float
+        Accepted chance that blind matching's multi-scale stage accepts a false match
+        (a caller that solves twice gives each try its share).
 
     Notes
     -----
@@ -194,7 +198,7 @@ def solve(
         if det.min_sep is None and min(len(src) / max(len(src_cat), 1),
                                        len(tmpl) / max(len(tmpl_cat), 1)) < CROWDED_KEPT:
             retry_sep = crowded_sep(src_cat, tmpl_cat, fkw)  # (only then worth the query)
-        rate = FALSE_MATCH_RATE if retry_sep is None else FALSE_MATCH_RATE / 2
+        rate = false_match_rate if retry_sep is None else false_match_rate / 2
         try:
             qs = quad_match(quad_src, quad_tmpl, **quad_opts, verify=(src, tmpl), backend=be,
                             false_match_rate=rate)
