@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -52,6 +53,20 @@ def run_peers(venv: Path, fields: Path, out: Path) -> dict:
     subprocess.run(cmd, check=True)
     recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     return {(r["field"], r["tool"]): r for r in recs}
+
+
+def run_scamp(fields: Path, out: Path) -> dict:
+    """run_scamp.py (SExtractor + SCAMP + SWarp, given a prior WCS) on every field folder;
+    {field: record}, empty when the three programs are not installed."""
+    import shutil
+
+    if any(shutil.which(b) is None for b in ("source-extractor", "scamp")) or not (
+            shutil.which("SWarp") or shutil.which("swarp")):
+        return {}
+    subprocess.run([sys.executable, str(HERE / "run_scamp.py"), "--fields", str(fields),
+                    "--out", str(out), "--timeout", "600"], check=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {r["field"]: r for r in recs}
 
 
 def cell(rec: dict | None, digits: int = 3, unit: float = 1.0) -> str:

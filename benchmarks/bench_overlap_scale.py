@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
-from _common import cell, commit_id, run_peers, solve_and_score  # noqa: E402
+from _common import cell, commit_id, run_peers, run_scamp, solve_and_score  # noqa: E402
 from _photon import centroid_bound, similarity_floor  # noqa: E402
 
 import gpualign.match._quad_match as quad_stage  # noqa: E402
@@ -233,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*",
                     choices=("overlap", "sparse", "scale", "2mass", "unrelated"))
     ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--render", action="store_true",
+                    help="only write overlap_scale.md again from overlap_scale.jsonl")
     args = ap.parse_args(argv)
+    if args.render:
+        recs = [json.loads(line) for line in
+                (args.results / "overlap_scale.jsonl").read_text().splitlines() if line]
+        have = any(v for r in recs for v in r["peers"].values())
+        _write_markdown(args.results / "overlap_scale.md", _markdown(recs, have, args.peers))
+        return 0
     recs = []
     for kind, make in _fields(args.out, args.seeds, args.only):
         name, source, template, truth, unit = make()
@@ -250,16 +258,22 @@ def main(argv: list[str] | None = None) -> int:
     have_peers = (args.peers / "bin" / "python").exists()
     if have_peers:
         peers = run_peers(args.peers, args.out, args.out.parent / "overlap_scale-peers.jsonl")
+    scamp = run_scamp(args.out, args.out.parent / "overlap_scale-scamp.jsonl")
     args.results.mkdir(parents=True, exist_ok=True)
     with open(args.results / "overlap_scale.jsonl", "w") as fh:
         for rec in recs:
             rec["peers"] = {t: peers.get((rec["field"], t)) for t in PEER_TOOLS}
+            rec["scamp"] = scamp.get(rec["field"])
             fh.write(json.dumps(rec, default=str) + "\n")
-    md = args.results / "overlap_scale.md"
-    kept = md.read_text().partition(KEPT)[2] if md.exists() else ""
-    md.write_text(_markdown(recs, have_peers, args.peers) + (KEPT + kept if kept else ""))
+    _write_markdown(args.results / "overlap_scale.md", _markdown(recs, have_peers, args.peers))
     print((args.results / "overlap_scale.md").read_text())
     return 0
+
+
+def _write_markdown(md: Path, text: str) -> None:
+    """``text``, and the notes below :data:`KEPT` of the file it replaces."""
+    kept = md.read_text().partition(KEPT)[2] if md.exists() else ""
+    md.write_text(text + (KEPT + kept if kept else ""))
 
 
 def _peer_cells(rec: dict, have_peers: bool) -> str:
@@ -271,6 +285,24 @@ def _peer_cells(rec: dict, have_peers: bool) -> str:
         out.append(cell(p) + ("" if p is None or p.get("status") != "ok"
                               else f" ({p['wall_s']:.1f} s)"))
     return " | ".join(out)
+
+
+def _scamp_cell(rec: dict) -> str:
+    s = rec.get("scamp")
+    if s is None:
+        return "not installed"
+    if rec["kind"] == "unrelated" and s.get("status") == "ok":
+        return f"writes a solution: a false match ({s['wall_s']:.1f} s)"
+    return cell(s) + ("" if s.get("status") != "ok" else f" ({s['wall_s']:.1f} s)")
+
+
+def _scamp_summary(mine: list[dict]) -> str:
+    runs = [r["scamp"] for r in mine if r.get("scamp")]
+    if not runs:
+        return ""
+    ok = [s["rms_px"] for s in runs if s.get("status") == "ok" and s.get("rms_px") is not None]
+    return (f"SExtractor+SCAMP+SWarp (prior WCS): {len(ok)}/{len(mine)} aligned"
+            + (f", median RMS {np.median(ok):.4f} px, worst {max(ok):.4f} px." if ok else "."))
 
 
 def _floor_cell(rec: dict) -> str:
@@ -290,7 +322,11 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
         "off the NaN borders), template px, RMS / max. `before`: gpualign without the "
         "multi-scale fallback and the crowded-field retry (the first quad stage alone). "
         "gpualign's time: in-process `find_transform` with detection; the peers': "
-        "their worker's wall time. SExtractor+SCAMP: not installed here. `photon floor`: "
+        "their worker's wall time. SExtractor+SCAMP+SWarp (`run_scamp.py`, Debian's "
+        "source-extractor 2.25, scamp 2.10, swarp): given what the others are not, a prior "
+        "WCS for both images, the source's off by 0.3 deg, 0.3% in scale and ~8 px (for "
+        "unrelated fields the identity); its time is the four programs' wall time; "
+        "`not installed`: the programs were not on the machine. `photon floor`: "
         "the RMS landing error of a similarity fitted to every star inside both images' "
         "data with centroids at their Cramer-Rao bounds (`benchmarks/_photon.py`), median "
         "and 10th-90th percentiles over 200 noise draws: no unbiased method does better "
@@ -321,7 +357,8 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
             coarse, coarse_sep = " photon floor (p10-p90) |", "---|"
         lines += [f"## {title}", "",
                   f"| field | stars in both (rendered) | gpualign |{coarse} matches | time (s) | "
-                  f"before |{extra} spalipy 3.5.5 | astroalign 2.6.2 | SExtractor+SCAMP |",
+                  f"before |{extra} spalipy 3.5.5 | astroalign 2.6.2 | "
+                  "SExtractor+SCAMP+SWarp (prior WCS) |",
                   f"|---|---|---|{coarse_sep}---|---|---|{extra_sep}---|---|---|"]
         for r in mine:
             g = r["gpualign"]
@@ -330,7 +367,7 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
                    + (f" {_floor_cell(r)} |" if kind in ("overlap", "sparse") else "")
                    + f" {g.get('n_match', '-')} | {g['solve_s']:.2f} | {cell(r['before'])} |"
                    + (f" {cell(r['gpualign-md2'])} |" if kind == "2mass" else "")
-                   + f" {_peer_cells(r, have_peers)} | not installed |")
+                   + f" {_peer_cells(r, have_peers)} | {_scamp_cell(r)} |")
             lines.append(row)
         ok = [r["gpualign"] for r in mine if r["gpualign"]["status"] == "ok"]
         if kind == "2mass":
@@ -347,7 +384,17 @@ def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
             lines += ["", f"gpualign: {len(ok)}/{len(mine)} aligned, median RMS "
                       f"{np.median([g['rms_px'] for g in ok]):.4f} px, worst "
                       f"{max(g['rms_px'] for g in ok):.4f} px, median time "
-                      f"{np.median([g['solve_s'] for g in ok]):.2f} s.", ""]
+                      f"{np.median([g['solve_s'] for g in ok]):.2f} s."]
+            floors = [(r["gpualign"], r["floor"]) for r in mine
+                      if r.get("floor") and r["gpualign"]["status"] == "ok"]
+            if floors:
+                within = sum(g["rms_px"] <= f["p90"] for g, f in floors)
+                lines += [f"Photon floor: median {np.median([f['median'] for _, f in floors]):.4f}"
+                          f" px over the fields; gpualign at or below the floor's 90th "
+                          f"percentile on {within}/{len(floors)}, its RMS over the floor's "
+                          f"median {np.median([g['rms_px'] / f['median'] for g, f in floors]):.2f}"
+                          " times (median over the fields)."]
+            lines += [_scamp_summary(mine), ""]
         else:
             lines += ["", f"gpualign: 0/{len(mine)} aligned with its defaults.", ""]
     if not have_peers:

@@ -5,7 +5,8 @@ Needs the Debian/Ubuntu packages ``source-extractor``, ``scamp`` and ``swarp``
 gpualign.  Appends JSON lines (tool ``scamp+swarp``) in the format of run_peers.py.
 
 The pipeline is given what it needs and the other tools do not: world
-coordinates.  The template gets a TAN WCS (0.5"/px); the source gets a prior
+coordinates.  Where the field's images carry a celestial WCS (the WCS-prior
+benchmark), those are used; otherwise the template gets a TAN WCS (0.5"/px); the source gets a prior
 WCS built from the affine part of the known truth, perturbed like a typical
 header WCS (0.3 deg, 0.3% scale, ~8 px; ``PRIOR_ERROR``); SCAMP must find the
 rest, including the radial distortion.  Untimed preparation writes these headers; the
@@ -101,6 +102,34 @@ def source_prior_wcs(tpl: fits.Header, matrix, shape) -> fits.Header:
     return h
 
 
+def own_wcs(field: Path, tshape, sshape) -> tuple[fits.Header | None, fits.Header | None]:
+    """The images' own celestial WCSs, when the field's files carry them (the WCS-prior
+    benchmark: SCAMP gets the same headers as gpualign), else (None, None)."""
+    from astropy.wcs import WCS
+
+    out = []
+    for name, shape in (("template", tshape), ("source", sshape)):
+        header = fits.getheader(field / f"{name}.fits")
+        if "CTYPE1" not in header:
+            return None, None
+        h = fits.Header()
+        h["NAXIS"], h["NAXIS1"], h["NAXIS2"] = 2, shape[1], shape[0]
+        h.update(WCS(header).celestial.to_header())
+        out.append(h)
+    return out[0], out[1]
+
+
+def truth_matrix(truth: dict) -> np.ndarray:
+    """The affine part of the truth (template -> source px): the mapping's matrix; for a
+    pure offset (adjacent tiles on one pixel grid) the shift; for unrelated fields, which
+    have no truth, the identity (the prior a wrong header would give: SCAMP must then
+    fail, or its result is a false match)."""
+    if "mapping" in truth:
+        return np.asarray(truth["mapping"]["matrix"], np.float64)
+    shift = np.asarray(truth.get("offset", (0.0, 0.0)), np.float64)
+    return np.array([[1.0, 0.0, -shift[0]], [0.0, 1.0, -shift[1]]])
+
+
 def _wcs_only(h: fits.Header) -> fits.Header:
     out = h.copy()
     for k in ("NAXIS", "NAXIS1", "NAXIS2"):
@@ -158,8 +187,10 @@ def worker(field: Path, work: Path) -> dict:
     rec = {"field": truth["name"], "tool": "scamp+swarp"}
     tshape, sshape = tuple(truth["template_shape"]), tuple(truth["source_shape"])
     # untimed preparation: the images with their (prior) WCS, the default configurations
-    htpl = template_wcs(tshape)
-    hsrc = source_prior_wcs(htpl, truth["mapping"]["matrix"], sshape)
+    htpl, hsrc = own_wcs(field, tshape, sshape)
+    if htpl is None:
+        htpl = template_wcs(tshape)
+        hsrc = source_prior_wcs(htpl, truth_matrix(truth), sshape)
     for name, hdr in (("template", htpl), ("source", hsrc)):
         data = fits.getdata(field / f"{name}.fits")
         fits.writeto(work / f"{name}.fits", data, _wcs_only(hdr), overwrite=True)
