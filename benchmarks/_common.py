@@ -73,7 +73,9 @@ def cell(rec: dict | None, digits: int = 3, unit: float = 1.0) -> str:
     """``RMS / max`` of one run (times ``unit``), ``fails (Error)`` or ``not run``."""
     if rec is None:
         return "not run"
-    if rec.get("status") != "ok" or rec.get("rms_px") is None:
+    if rec.get("status") == "ok" and rec.get("rms_px") is None:
+        return "wrong: no star lands inside the image"  # a result, far off
+    if rec.get("status") != "ok":
         msg = rec.get("message", "")
         return "fails" + (f" ({msg.split(':')[0]})" if msg else "")
     return f"{rec['rms_px'] * unit:.{digits}f} / {rec['max_px'] * unit:.3f}"

@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         recs = [json.loads(line) for line in
                 (args.results / "overlap_scale.jsonl").read_text().splitlines() if line]
         have = any(v for r in recs for v in r["peers"].values())
-        _write_markdown(args.results / "overlap_scale.md", _markdown(recs, have, args.peers))
+        md = args.results / "overlap_scale.md"
+        run = next((ln for ln in md.read_text().splitlines() if ln.startswith("Run: ")), None)
+        _write_markdown(md, _markdown(recs, have, args.peers, run))
         return 0
     recs = []
     for kind, make in _fields(args.out, args.seeds, args.only):
@@ -310,11 +312,12 @@ def _floor_cell(rec: dict) -> str:
     return "-" if not f else f"{f['median']:.3f} ({f['p10']:.3f}-{f['p90']:.3f})"
 
 
-def _markdown(recs: list[dict], have_peers: bool, venv: Path) -> str:
+def _markdown(recs: list[dict], have_peers: bool, venv: Path, run: str | None = None) -> str:
+    """The tables; ``run``: the run's line (``--render``: the one already written)."""
     lines = [
         "# Thin overlaps and blind 10x scale ratios",
         "",
-        f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
+        run or f"Run: {_metrics.now()} | {_metrics.machine()} | NumPy backend | commit "
         f"{commit_id()} | script `benchmarks/bench_overlap_scale.py` (seeds not used by the "
         "tests).",
         "",
