@@ -55,16 +55,17 @@ def run_peers(venv: Path, fields: Path, out: Path) -> dict:
     return {(r["field"], r["tool"]): r for r in recs}
 
 
-def run_scamp(fields: Path, out: Path) -> dict:
-    """run_scamp.py (SExtractor + SCAMP + SWarp, given a prior WCS) on every field folder;
-    {field: record}, empty when the three programs are not installed."""
+def run_scamp(fields: Path, out: Path, timeout: float = 600.0) -> dict:
+    """run_scamp.py (SExtractor + SCAMP + SWarp, given a prior WCS) on every field folder,
+    each within ``timeout`` seconds; {field: record}, empty when the three programs are
+    not installed."""
     import shutil
 
     if any(shutil.which(b) is None for b in ("source-extractor", "scamp")) or not (
             shutil.which("SWarp") or shutil.which("swarp")):
         return {}
     subprocess.run([sys.executable, str(HERE / "run_scamp.py"), "--fields", str(fields),
-                    "--out", str(out), "--timeout", "600"], check=True)
+                    "--out", str(out), "--timeout", str(timeout)], check=True)
     recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     return {r["field"]: r for r in recs}
 
