@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +106,18 @@ class TemplateReload:
         return isinstance(self.template, paths) and (self.mask is None
                                                      or isinstance(self.mask, paths))
 
+    def file_key(self, shape: tuple[int, int] | None) -> tuple:
+        """What identifies the files' contents (paths, sizes, modification times)."""
+        stamps = []
+        for path in (self.template, self.mask):
+            try:
+                st = None if path is None else os.stat(path)
+            except OSError:
+                st = None
+            stamps.append(None if st is None else (st.st_size, st.st_mtime_ns))
+        return (str(self.template), self.ext, None if self.mask is None else str(self.mask),
+                self.mask_ext, shape, *stamps)
+
     def __call__(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The template's pixels and detection mask, as :func:`prepare_template` read them."""
         data, _, mask = load_image(self.template, self.ext, name="template")
@@ -129,11 +144,30 @@ class TemplateSide:
     retry: Catalog | None = None
 
     def retry_catalog(self) -> Catalog | None:
-        """The template detected at :data:`~gpualign.detect.RETRY_THRESH` (cached)."""
+        """The template detected at :data:`~gpualign.detect.RETRY_THRESH` (cached).
+
+        A template read from a file is detected once per process for all the frames
+        that need it (a batch's worker makes a TemplateSide per frame), as long as the
+        file is unchanged.
+        """
         if self.retry is None and self.reload is not None:
-            data, mask = self.reload()
-            self.retry = _with_shape(detect_retry(data, mask), self.shape)
+            key = self.reload.file_key(self.shape) if self.reload.small else None
+            with _RETRY_LOCK:
+                self.retry = _RETRY_CACHE.get(key) if key is not None else None
+            if self.retry is None:
+                data, mask = self.reload()
+                self.retry = _with_shape(detect_retry(data, mask), self.shape)
+                if key is not None:
+                    with _RETRY_LOCK:
+                        _RETRY_CACHE[key] = self.retry
+                        while len(_RETRY_CACHE) > 2:
+                            _RETRY_CACHE.popitem(last=False)
         return self.retry
+
+
+#: Retry catalogues of templates read from files (:meth:`TemplateSide.retry_catalog`).
+_RETRY_CACHE: OrderedDict = OrderedDict()
+_RETRY_LOCK = threading.Lock()
 
 
 @dataclass

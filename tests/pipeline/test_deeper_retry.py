@@ -143,3 +143,9 @@ def test_the_reload_handle_reads_the_same_pixels(sparse_pair, tmp_path):
     direct = detect_retry(data, bad)
     np.testing.assert_array_equal(first.xy, direct.xy)
     assert first.thresh == RETRY_THRESH
+    # a batch's worker makes a side per frame: the file is detected once per process...
+    assert TemplateSide(None, None, SHAPE, reload=handle).retry_catalog() is first
+    # ...as long as it is the same file
+    fits.writeto(path, sparse_pair.template[::-1].astype(np.float64), overwrite=True)
+    again = TemplateSide(None, None, SHAPE, reload=handle).retry_catalog()
+    assert again is not first and not np.array_equal(again.xy, first.xy)
