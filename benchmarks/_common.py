@@ -43,7 +43,8 @@ def solve_and_score(source, template, stars_t, stars_s, **kw) -> dict:
     solve_s = time.perf_counter() - t0
     e = _metrics.landing_errors(sol.transform, stars_t, stars_s)
     return {"status": "ok", **_metrics.error_stats(e), "n_match": sol.stats["n_match"],
-            "prior": sol.prior, "fit_rms_px": sol.stats["rms"], "solve_s": solve_s}
+            "prior": sol.prior, "fit_rms_px": sol.stats["rms"], "solve_s": solve_s,
+            "thresholds": sol.thresholds}
 
 
 def run_peers(venv: Path, fields: Path, out: Path) -> dict:

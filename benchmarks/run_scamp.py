@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -287,14 +288,20 @@ def worker(field: Path, work: Path) -> dict:
 def run_one(field: Path, timeout: float, keep: Path | None) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"scamp-{field.name}-", dir=keep))
     cmd = [sys.executable, __file__, "--worker", str(field), str(work)]
+    # its own process group: a timeout kills the programs it started too (a SCAMP left
+    # running would take a core from every later measurement)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        out, err = proc.communicate(timeout=timeout)
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
         if lines:
             return json.loads(lines[-1])
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        tail = " | ".join((err or out).strip().splitlines()[-3:])
         msg = f"worker exit {proc.returncode}: {tail}"
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         msg = f"timeout after {timeout:.0f} s"
     finally:
         if keep is None:
