@@ -36,7 +36,7 @@ from _common import cell, commit_id, run_scamp, solve_and_score  # noqa: E402
 
 #: Seconds SCAMP may take per field: on the faint fields, with the handful of stars
 #: SExtractor finds at 5 sigma, it can iterate for many minutes (reported as a failure).
-TIMEOUT = 120.0
+TIMEOUT = 60.0
 #: The gpualign targets of issue 11 for these fields (template px RMS).
 TARGETS = {"faint": 0.1, "fainter": 0.1, "jwst": 0.03, "overlap25": 0.010, "small13": 0.03}
 
