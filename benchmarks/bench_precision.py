@@ -20,8 +20,9 @@ Three kinds of field, each with a known template -> source mapping:
 gpualign runs in this process with its defaults (NumPy backend); spalipy 3.5.5 and
 astroalign 2.6.2 with theirs, through ``run_peers.py`` in the peers' virtual environment
 (never importing gpualign). Accuracy: landing errors (``_metrics``), template px, RMS /
-max. SExtractor + SCAMP are not installed here. ``--before DIR`` also runs gpualign from
-another checkout (e.g. ``git archive HEAD``) in a subprocess, for a before/after column.
+max. SExtractor + SCAMP + SWarp on the same fields: ``bench_scamp.py``. ``--before DIR``
+also runs gpualign from another checkout (e.g. ``git archive HEAD``) in a subprocess, for a
+before/after column.
 
 Usage::
 
@@ -238,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         "tests).",
         "",
         "Landing errors (template px), RMS / max. `before`: gpualign at commit "
-        f"{args.before_commit} (a clean export of it, same fields). SExtractor + SCAMP: not "
-        "installed here. Targets (issue 11): the JWST rotations 0.03 px, 25% overlap "
-        "0.010 px, the 13-star field 0.03 px. `(test)`: the cases tests hold to 0.03 px "
-        "(tests/pipeline/test_real_images.py, tests/fit/test_models.py).",
+        f"{args.before_commit} (a clean export of it, same fields). SExtractor + SCAMP + "
+        "SWarp on the same fields: `scamp.md`. Targets (issue 11): the JWST rotations "
+        "0.03 px, 25% overlap 0.010 px, the 13-star field 0.03 px. `(test)`: the cases "
+        "tests hold to 0.03 px (tests/pipeline/test_real_images.py, tests/fit/test_models.py).",
         "",
         "| field | common stars | gpualign | matches, degree, model | before | spalipy 3.5.5 "
         "| astroalign 2.6.2 |",
