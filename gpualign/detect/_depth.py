@@ -289,5 +289,4 @@ def detect_retry(image: np.ndarray, mask: np.ndarray | None = None) -> DetectedC
     any threshold (its own centroid window and uncertainty), so the stars both tries
     share carry the same positions and weights.
     """
-    cat = detect_many([(image, mask)], sep_thresh=RETRY_THRESH)[0]
-    return DetectedCatalog.of(cat, RETRY_THRESH)
+    return DetectedCatalog.of(detect(image, sep_thresh=RETRY_THRESH, mask=mask), RETRY_THRESH)

@@ -12,12 +12,11 @@ into the file, extras included.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from gpualign._system import refuse_overwriting_inputs
 from gpualign.backend import Backend
 from gpualign.detect import (
     DEPTH_LADDER,
+    RETRY_THRESH,
     STRIP_DETECT_PIXELS,
     Catalog,
     Depth,
@@ -40,7 +40,6 @@ from gpualign.detect import (
     detect_retry,
     detect_strips_auto,
 )
-from gpualign.detect._depth import RETRY_THRESH
 from gpualign.fit import FitSettings
 from gpualign.io import (
     STREAM_MIN_PIXELS,
@@ -106,17 +105,16 @@ class TemplateReload:
         return isinstance(self.template, paths) and (self.mask is None
                                                      or isinstance(self.mask, paths))
 
-    def file_key(self, shape: tuple[int, int] | None) -> tuple:
-        """What identifies the files' contents (paths, sizes, modification times)."""
-        stamps = []
+    def stamps(self) -> tuple:
+        """The files' sizes and modification times (None for no file or an unreadable one)."""
+        out = []
         for path in (self.template, self.mask):
             try:
                 st = None if path is None else os.stat(path)
             except OSError:
                 st = None
-            stamps.append(None if st is None else (st.st_size, st.st_mtime_ns))
-        return (str(self.template), self.ext, None if self.mask is None else str(self.mask),
-                self.mask_ext, shape, *stamps)
+            out.append(None if st is None else (st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The template's pixels and detection mask, as :func:`prepare_template` read them."""
@@ -151,23 +149,28 @@ class TemplateSide:
         file is unchanged.
         """
         if self.retry is None and self.reload is not None:
-            key = self.reload.file_key(self.shape) if self.reload.small else None
-            with _RETRY_LOCK:
-                self.retry = _RETRY_CACHE.get(key) if key is not None else None
-            if self.retry is None:
-                data, mask = self.reload()
-                self.retry = _with_shape(detect_retry(data, mask), self.shape)
-                if key is not None:
-                    with _RETRY_LOCK:
-                        _RETRY_CACHE[key] = self.retry
-                        while len(_RETRY_CACHE) > 2:
-                            _RETRY_CACHE.popitem(last=False)
+            if self.reload.small:
+                self.retry = _file_retry(self.reload, self.shape, self.reload.stamps())
+            else:
+                self.retry = _retry(self.reload, self.shape)
         return self.retry
 
 
-#: Retry catalogues of templates read from files (:meth:`TemplateSide.retry_catalog`).
-_RETRY_CACHE: OrderedDict = OrderedDict()
-_RETRY_LOCK = threading.Lock()
+def _retry(reload: TemplateReload, shape: tuple[int, int] | None) -> Catalog:
+    """The template read again and detected at :data:`~gpualign.detect.RETRY_THRESH`."""
+    data, mask = reload()
+    return _with_shape(detect_retry(data, mask), shape)
+
+
+@functools.lru_cache(maxsize=2)
+def _file_retry(reload: TemplateReload, shape: tuple[int, int] | None,
+                stamps: tuple) -> Catalog:
+    """:func:`_retry` of the last two template files.
+
+    ``stamps`` (their sizes and modification times) only key the cache, so a file that
+    changed is detected again.
+    """
+    return _retry(reload, shape)
 
 
 @dataclass
