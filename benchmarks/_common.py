@@ -71,6 +71,20 @@ def run_scamp(fields: Path, out: Path, timeout: float = 600.0) -> dict:
     return {r["field"]: r for r in recs}
 
 
+def timed(rec: dict | None, text: str) -> str:
+    """``text`` (a tool's :func:`cell`) with the tool's wall time when it gave a result."""
+    if rec is None or rec.get("status") != "ok":
+        return text
+    return f"{text} ({rec['wall_s']:.1f} s)"
+
+
+def scamp_cell(rec: dict | None, text: str | None = None) -> str:
+    """SCAMP's result (:func:`cell`, or ``text``) and time; ``not installed`` without it."""
+    if rec is None:
+        return "not installed"
+    return timed(rec, cell(rec) if text is None else text)
+
+
 def cell(rec: dict | None, digits: int = 3, unit: float = 1.0) -> str:
     """``RMS / max`` of one run (times ``unit``), ``fails (Error)`` or ``not run``."""
     if rec is None:

@@ -52,7 +52,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
-from _common import cell, commit_id, run_peers, run_scamp, solve_and_score  # noqa: E402
+from _common import (  # noqa: E402
+    cell,
+    commit_id,
+    run_peers,
+    run_scamp,
+    scamp_cell,
+    solve_and_score,
+    timed,
+)
 from _photon import centroid_bound, similarity_floor  # noqa: E402
 
 import gpualign.match._quad_match as quad_stage  # noqa: E402
@@ -290,18 +298,14 @@ def _peer_cells(rec: dict, have_peers: bool) -> str:
     out = []
     for t in PEER_TOOLS:
         p = rec["peers"][t]
-        out.append(cell(p) + ("" if p is None or p.get("status") != "ok"
-                              else f" ({p['wall_s']:.1f} s)"))
+        out.append(timed(p, cell(p)))
     return " | ".join(out)
 
 
 def _scamp_cell(rec: dict) -> str:
     s = rec.get("scamp")
-    if s is None:
-        return "not installed"
-    if rec["kind"] == "unrelated" and s.get("status") == "ok":
-        return f"writes a solution: a false match ({s['wall_s']:.1f} s)"
-    return cell(s) + ("" if s.get("status") != "ok" else f" ({s['wall_s']:.1f} s)")
+    false = rec["kind"] == "unrelated" and s is not None and s.get("status") == "ok"
+    return scamp_cell(s, "writes a solution: a false match" if false else None)
 
 
 def _scamp_summary(mine: list[dict]) -> str:

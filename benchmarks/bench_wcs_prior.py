@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
 from _common import cell as common_cell  # noqa: E402
-from _common import commit_id, run_peers, run_scamp  # noqa: E402
+from _common import commit_id, run_peers, run_scamp, scamp_cell  # noqa: E402
 from _common import solve_and_score as _run  # noqa: E402
 
 from gpualign._simulate._sky import sky_pair, wrong_wcs  # noqa: E402
@@ -194,14 +194,6 @@ def cell(rec: dict | None, ratio: float | None = None) -> str:
     return text
 
 
-def scamp_cell(rec: dict, ratio: float) -> str:
-    """SCAMP's result (``not installed`` without the programs)."""
-    s = rec.get("scamp")
-    if s is None:
-        return "not installed"
-    return cell(s, ratio) + ("" if s.get("status") != "ok" else f" ({s['wall_s']:.1f} s)")
-
-
 def _verdict(rec: dict) -> str:
     """A wrong-WCS outcome: fell back and right, failed safely, or WRONG."""
     if rec["status"] != "ok":
@@ -258,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in recs:
         ratio = r.get("ratio") or 1.0
-        w = r["wcs"]  # the fit's residuals are in template px
+        w, s = r["wcs"], r["scamp"]  # the fit's residuals are in template px
+        scamp = scamp_cell(s, None if s is None else cell(s, ratio))
         per_star = f"{w['fit_rms_px'] / max(ratio, 1.0):.3f}" if w["status"] == "ok" else "-"
         lines.append(f"| {r['field']} | {cell(w, ratio)} | {w.get('n_match', '-')} | "
                      f"{per_star} | {cell(r['no_wcs'], ratio)} | {peer(r, 'spalipy')} | "
-                     f"{peer(r, 'astroalign')} | {scamp_cell(r, ratio)} |")
+                     f"{peer(r, 'astroalign')} | {scamp} |")
     lines += [
         "",
         "A coarse source limits the accuracy in template px: the centroids of the matched "
