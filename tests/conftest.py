@@ -12,8 +12,10 @@ here so that ``import strict_cupy`` works from every folder (backend/, batch/, .
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,21 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return (value.shape, value.tobytes())
     return value
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[Path, str], types.ModuleType]:
+    """``load_script(path, name)``: a script that is no package's module (a benchmark, a
+    snapshot maker) imported by its path, as module ``name``."""
+
+    def load(path: Path, name: str) -> types.ModuleType:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

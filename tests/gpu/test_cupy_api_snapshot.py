@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,13 +31,9 @@ PACKAGE = REPO / "gpualign"
 
 
 @pytest.fixture(scope="module")
-def script() -> types.ModuleType:
+def script(load_script) -> types.ModuleType:
     """make_api_snapshot.py, imported by path (it needs no CuPy to import)."""
-    spec = importlib.util.spec_from_file_location("_cupy_api_make_snapshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "_cupy_api_make_snapshot")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ and is timed, the records carry the device name -- not the kernel's speed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -34,11 +33,8 @@ STAGES = ("detect_s", "match_s", "fit_s", "surfaces_s", "warp_cupyx_s", "warp_fu
 
 
 @pytest.fixture(scope="module")
-def gb():
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gb(load_script):
+    return load_script(SCRIPT, "gpu_bench")
 
 
 # ---------------------------------------------------------------- command line

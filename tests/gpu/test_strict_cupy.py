@@ -8,7 +8,6 @@ committed API snapshot against the script that generates it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import operator
 import pickle
@@ -32,18 +31,10 @@ IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")
 
 
-def _load_script() -> types.ModuleType:
-    """Import make_api_snapshot.py by path (it must not need CuPy to import)."""
-    spec = importlib.util.spec_from_file_location("_strict_cupy_make_api_snapshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def script() -> types.ModuleType:
-    return _load_script()
+def script(load_script) -> types.ModuleType:
+    """make_api_snapshot.py, imported by path (it must not need CuPy to import)."""
+    return load_script(SCRIPT, "_strict_cupy_make_api_snapshot")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ recording stand-in for Python (they need a GPU to run). A broken script fails he
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -157,11 +156,8 @@ def test_real_mode_runs_the_session_commands_within_8_minutes(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gc() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_compare", COMPARE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gc(load_script) -> types.ModuleType:
+    return load_script(COMPARE, "gpu_compare")
 
 
 def test_compare_without_gpu_exits_2_with_one_line(tmp_path):
