@@ -166,6 +166,15 @@ def sim_field(out: Path, kind: str, seed: int) -> dict:
                          "n_common_stars": int(np.sum(pair.in_template & pair.in_source))})
 
 
+def all_fields(out: Path, seeds=SEEDS) -> list[dict]:
+    """The truths of every field (written under ``out`` where missing): the JWST cases,
+    then each simulated kind over ``seeds``."""
+    truths = [jwst_field(out, name) for name in JWST_CASES]
+    for kind in SIM_KINDS:
+        truths += [sim_field(out, kind, seed) for seed in seeds]
+    return truths
+
+
 def run_gpualign(folder: Path) -> dict:
     """gpualign with its defaults on a field folder, scored on its evaluation stars."""
     truth = json.loads((folder / "truth.json").read_text())
@@ -208,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the commit of the --before checkout, for the table")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
-    truths = [jwst_field(args.out, name) for name in JWST_CASES]
-    for kind in SIM_KINDS:
-        truths += [sim_field(args.out, kind, seed) for seed in args.seeds]
+    truths = all_fields(args.out, args.seeds)
     folders = [args.out / t["name"] for t in truths]
     recs = []
     for folder, truth in zip(folders, truths, strict=True):

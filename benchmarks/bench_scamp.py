@@ -26,13 +26,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _metrics  # noqa: E402
-from _common import cell, commit_id, run_scamp, solve_and_score  # noqa: E402
+import bench_precision  # noqa: E402
+from _common import cell, commit_id, run_scamp  # noqa: E402
 
 #: Seconds SCAMP may take per field: on the faint fields, with the handful of stars
 #: SExtractor finds at 5 sigma, it can iterate for many minutes (reported as a failure).
@@ -55,19 +55,7 @@ def depth_fields(out: Path) -> list[Path]:
 
 
 def precision_fields(out: Path) -> list[Path]:
-    import bench_precision
-
-    truths = [bench_precision.jwst_field(out, name) for name in bench_precision.JWST_CASES]
-    for kind in bench_precision.SIM_KINDS:
-        truths += [bench_precision.sim_field(out, kind, seed) for seed in bench_precision.SEEDS]
-    return [out / t["name"] for t in truths]
-
-
-def run_gpualign(folder: Path) -> dict:
-    truth = _metrics.load_truth(folder)
-    source = fits.getdata(folder / "source.fits").astype(np.float32)
-    template = fits.getdata(folder / "template.fits").astype(np.float32)
-    return solve_and_score(source, template, truth["stars_template"], truth["stars_source"])
+    return [out / t["name"] for t in bench_precision.all_fields(out)]
 
 
 def _kind(field: str) -> str:
@@ -92,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                   "(apt-get install source-extractor scamp swarp)", file=sys.stderr)
             return 1
         for folder in folders:
-            rec = {"group": group, "field": folder.name, "gpualign": run_gpualign(folder),
+            rec = {"group": group, "field": folder.name,
+                   "gpualign": bench_precision.run_gpualign(folder),
                    "scamp": scamp.get(folder.name)}
             recs.append(rec)
             print(folder.name, cell(rec["gpualign"], 4), cell(rec["scamp"], 4), flush=True)
