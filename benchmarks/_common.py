@@ -62,8 +62,9 @@ def run_scamp(fields: Path, out: Path, timeout: float = 600.0) -> dict:
     not installed."""
     import shutil
 
-    if any(shutil.which(b) is None for b in ("source-extractor", "scamp")) or not (
-            shutil.which("SWarp") or shutil.which("swarp")):
+    from run_scamp import PROGRAMS
+
+    if any(shutil.which(b) is None for b in PROGRAMS):
         return {}
     subprocess.run([sys.executable, str(HERE / "run_scamp.py"), "--fields", str(fields),
                     "--out", str(out), "--timeout", str(timeout)], check=True)

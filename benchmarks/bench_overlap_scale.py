@@ -69,6 +69,10 @@ from gpualign._simulate import bright_overlap_stars, make_mapping, simulate_pair
 from gpualign.detect import detect  # noqa: E402
 
 SHAPE = (2048, 2048)
+#: The thin-overlap fields' PSF (px) and noise (the simulator's defaults, named here
+#: because the photon floor is computed from them).
+FWHM = 3.0
+NOISE = dict(sky=200.0, gain=2.0, read_noise=5.0)
 SEEDS = (300, 301)
 BORDER = 20
 DATA = HERE.parent / "tests" / "data"
@@ -105,7 +109,8 @@ def overlap_field(out: Path, fraction: float, direction: str, n_stars: int, seed
         f"{round(fraction * 100)}-{direction[:4]}-s{seed}"
     mapping = make_mapping(source_shape=SHAPE, template_shape=SHAPE,
                            shift=_tile_shift(fraction, direction), rotation_deg=0.3)
-    pair = simulate_pair(SHAPE, mapping=mapping, n_stars=n_stars, seed=seed)
+    pair = simulate_pair(SHAPE, mapping=mapping, n_stars=n_stars, seed=seed,
+                         fwhm_template=FWHM, fwhm_source=FWHM, **NOISE)
     for image in (pair.template, pair.source):
         _nan_border(image, BORDER)
     stars = bright_overlap_stars(pair, n=300, margin_fwhm=3.0)
@@ -129,7 +134,7 @@ def photon_floor(pair, eval_t: np.ndarray, eval_s: np.ndarray) -> dict:
     lo, hi = BORDER - 0.5, SHAPE[0] - BORDER - 0.5
     inside = np.all((pair.template_xy > lo) & (pair.template_xy < hi), axis=1)
     inside &= np.all((pair.source_xy > lo) & (pair.source_xy < hi), axis=1)
-    bound = centroid_bound(pair.flux[inside], 3.0, sky=200.0, gain=2.0, read_noise=5.0)
+    bound = centroid_bound(pair.flux[inside], FWHM, **NOISE)
     return similarity_floor(pair.template_xy[inside], pair.source_xy[inside], bound, bound,
                             eval_t, eval_s)
 

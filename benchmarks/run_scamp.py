@@ -48,6 +48,8 @@ from astropy.io import fits  # noqa: E402
 
 SEX, SCAMP = "source-extractor", "scamp"
 SWARP = shutil.which("SWarp") and "SWarp" or "swarp"
+#: The three programs the pipeline runs.
+PROGRAMS = (SEX, SCAMP, SWARP)
 SEX_SHARE = Path("/usr/share/source-extractor")
 PIXSCALE_DEG = 0.5 / 3600.0
 PARAMS = """XWIN_IMAGE
@@ -335,7 +337,7 @@ def main(argv=None) -> int:
         print(json.dumps(rec))
         return 0
 
-    missing = [b for b in (SEX, SCAMP, SWARP) if shutil.which(b) is None]
+    missing = [b for b in PROGRAMS if shutil.which(b) is None]
     if missing:
         print(f"missing {missing}: apt-get install source-extractor scamp swarp", file=sys.stderr)
         return 1
