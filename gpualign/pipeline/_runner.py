@@ -159,7 +159,7 @@ class TemplateSide:
 def _retry(reload: TemplateReload, shape: tuple[int, int] | None) -> Catalog:
     """The template read again and detected at :data:`~gpualign.detect.RETRY_THRESH`."""
     data, mask = reload()
-    return _with_shape(detect_retry(data, mask), shape)
+    return _with_shape(detect_retry(data, mask), shape)  # as detect_template's
 
 
 @functools.lru_cache(maxsize=2)
@@ -563,7 +563,7 @@ def _deeper_catalogs(src_cat: Catalog, data: np.ndarray, mask: np.ndarray | None
     tmpl = side.retry_catalog() if tmpl_deeper else side.catalog
     if tmpl is None:
         return None
-    src = _with_shape(detect_retry(data, mask), data.shape) if src_deeper else src_cat
+    src = detect_retry(data, mask) if src_deeper else src_cat
     return src, tmpl
 
 
